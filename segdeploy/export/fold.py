@@ -1,0 +1,120 @@
+"""Fold every BatchNorm that follows a convolution into that convolution.
+
+Generic over the zoo: the model is traced with torch.fx and two patterns are rewritten.
+
+    conv ─► BN                 ==>   conv'            (w' = w·γ/σ, b' = (b-μ)·γ/σ + β)
+
+    x_a ─► conv_a ─┐                 x_a ─► conv_a' ─┐
+    x_b ─► conv_b ─┼─► cat ─► BN ==> x_b ─► conv_b' ─┼─► cat
+    ...            ┘                 ...             ┘
+
+The second pattern is RegSeg's D block (the split branches of its dilated conv are concatenated,
+then normalized): fx's stock conv-BN fusion misses it, so the BN is split per channel range and
+each slice folded into the conv that produced those channels. A conv's result must feed only the
+BN (or the cat), and the conv module must be called once, otherwise folding would change another
+consumer; such BNs, and BNs after anything but a conv, are left in place.
+"""
+
+import copy
+
+import torch
+from torch import fx, nn
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _fold_into(conv: nn.Module, bn: nn.Module, start: int, stop: int) -> None:
+    """Fold channels [start, stop) of ``bn`` into ``conv`` (whose out-channels they are)."""
+    with torch.no_grad():
+        var = bn.running_var[start:stop]
+        mean = bn.running_mean[start:stop]
+        gamma = bn.weight[start:stop] if bn.weight is not None else torch.ones_like(var)
+        beta = bn.bias[start:stop] if bn.bias is not None else torch.zeros_like(var)
+        scale = gamma / torch.sqrt(var + bn.eps)  # (C,)
+        weight = conv.weight * scale.reshape([-1] + [1] * (conv.weight.dim() - 1))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
+        conv.weight = nn.Parameter(weight)
+        conv.bias = nn.Parameter((bias - mean) * scale + beta)
+
+
+def _call_counts(graph: fx.Graph):
+    counts = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            counts[node.target] = counts.get(node.target, 0) + 1
+    return counts
+
+
+def _conv_node(node, modules, counts):
+    """``node``'s conv module if ``node`` is a once-called conv whose result has one user."""
+    if node.op != "call_module" or counts.get(node.target) != 1 or len(node.users) != 1:
+        return None
+    module = modules[node.target]
+    if isinstance(module, _CONVS) and module.padding_mode == "zeros":
+        return module
+    return None
+
+
+def _cat_branches(node, modules, counts):
+    """Convs feeding a channel concat, or None if any input is not a foldable conv."""
+    is_cat = node.op == "call_function" and node.target in (torch.cat, torch.concat)
+    if not is_cat or len(node.users) != 1:
+        return None
+    tensors = node.args[0] if node.args else node.kwargs.get("tensors")
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if dim != 1 or not isinstance(tensors, (list, tuple)):
+        return None
+    convs = [_conv_node(t, modules, counts) if isinstance(t, fx.Node) else None for t in tensors]
+    return None if any(c is None for c in convs) else convs
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Return an eval-mode copy of ``model`` with every conv-following BatchNorm folded.
+
+    The result is a ``torch.fx.GraphModule`` computing the same function (to float rounding);
+    the input model is not modified. BatchNorms that do not follow a convolution stay.
+    """
+    model = copy.deepcopy(model).eval()
+    spec = getattr(model, "segdeploy_spec", None)
+    try:
+        traced = fx.symbolic_trace(model)
+    except Exception as exc:  # a model fx cannot trace is a bug in the zoo, not a user error
+        raise RuntimeError(
+            "fold_batchnorm: torch.fx cannot trace {}: {}".format(type(model).__name__, exc)
+        ) from exc
+    modules = dict(traced.named_modules())
+    counts = _call_counts(traced.graph)
+    for node in list(traced.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], _BNS):
+            continue
+        bn = modules[node.target]
+        if counts.get(node.target) != 1 or not bn.track_running_stats:
+            continue
+        source = node.args[0]
+        if not isinstance(source, fx.Node):
+            continue
+        conv = _conv_node(source, modules, counts)
+        if conv is not None and conv.out_channels == bn.num_features:
+            _fold_into(conv, bn, 0, bn.num_features)
+        else:
+            convs = _cat_branches(source, modules, counts)
+            if not convs or sum(c.out_channels for c in convs) != bn.num_features:
+                continue
+            start = 0
+            for branch in convs:
+                _fold_into(branch, bn, start, start + branch.out_channels)
+                start += branch.out_channels
+        node.replace_all_uses_with(source)
+        traced.graph.erase_node(node)
+    traced.graph.lint()
+    traced.delete_all_unused_submodules()
+    traced.recompile()
+    if spec is not None:
+        traced.segdeploy_spec = spec
+    return traced.eval()
+
+
+def count_batchnorms(model: nn.Module) -> int:
+    """How many BatchNorm modules ``model`` still has."""
+    return sum(isinstance(m, _BNS) for m in model.modules())

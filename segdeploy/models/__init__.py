@@ -1,0 +1,20 @@
+"""The model zoo (host side; imports torch).
+
+from segdeploy import models
+model = models.build("regseg", num_classes=19)
+models.load_checkpoint(model, "cityscapes.pth")
+"""
+
+from . import regseg  # noqa: F401  (registers the models)
+from .checkpoint import load_checkpoint, read_checkpoint
+from .registry import ModelSpec, build, get_spec, list_models, register_model
+
+__all__ = [
+    "ModelSpec",
+    "build",
+    "get_spec",
+    "list_models",
+    "load_checkpoint",
+    "read_checkpoint",
+    "register_model",
+]

@@ -1,0 +1,147 @@
+"""Loading checkpoints in the formats the official repositories save.
+
+Accepted: a plain state_dict; ``{'model': sd}`` (RegSeg), ``{'state_dict': sd}`` (SwiftNet,
+Lightning), ``{'model_state': sd}`` (DeepLabV3Plus-Pytorch); keys prefixed with ``module.``
+(DataParallel / DistributedDataParallel) or ``_orig_mod.`` (torch.compile).
+"""
+
+import hashlib
+import os
+import re
+from typing import Dict, List, Tuple
+
+from ..errors import CheckpointError
+
+WRAPPER_KEYS = ("model", "state_dict", "model_state", "model_state_dict", "net")
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_checkpoint(path: str, allow_unsafe_pickle: bool = False) -> Dict:
+    """Read ``path`` on the CPU and return the bare state_dict inside it."""
+    import torch
+
+    if not os.path.isfile(path):
+        raise CheckpointError("checkpoint {} does not exist".format(path))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
+    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not allow_unsafe_pickle and "weights_only" in str(exc):
+            hint = "load_checkpoint(..., allow_unsafe_pickle=True), --unsafe-pickle on the CLI"
+            raise CheckpointError(
+                "checkpoint {} holds Python objects beyond tensors, which weights_only loading "
+                "refuses ({}); if you trust its source, allow unsafe pickles ({})".format(
+                    path, text[:200], hint
+                )
+            ) from None
+        raise CheckpointError("cannot read checkpoint {}: {}".format(path, text[:300])) from None
+    return unwrap_state_dict(obj, path)
+
+
+def unwrap_state_dict(obj, path: str = "checkpoint") -> Dict:
+    """Find the state_dict in a wrapped checkpoint and strip DataParallel/compile prefixes."""
+    import torch
+
+    state = obj
+    for _ in range(3):  # e.g. {'model': {'state_dict': ...}}
+        if not isinstance(state, dict):
+            break
+        if state and all(isinstance(v, torch.Tensor) for v in state.values()):
+            break
+        inner = next((state[k] for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+        if inner is None:
+            break
+        state = inner
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise CheckpointError(
+            "{} holds no state_dict (found {}); expected a state_dict or a dict with one of the "
+            "keys {}".format(path, keys, ", ".join(WRAPPER_KEYS))
+        )
+    state = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    for prefix in STRIP_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+def _classifier_hint(shape_mismatches: List[Tuple[str, tuple, tuple]]) -> str:
+    # A classifier's out-channels are the first dimension of the last mismatched weight/bias.
+    for key, ckpt_shape, model_shape in reversed(shape_mismatches):
+        if re.search(r"(classifier|logits|head|cls|fc)", key) and ckpt_shape[:1] != model_shape[:1]:
+            return (
+                " (the checkpoint's classifier has {} classes, the model was built with {}: "
+                "pass num_classes={})".format(ckpt_shape[0], model_shape[0], ckpt_shape[0])
+            )
+    return ""
+
+
+def describe_mismatch(model_state: Dict, ckpt_state: Dict, limit: int = 10) -> str:
+    """A readable account of missing keys, unexpected keys and shape mismatches, or ''."""
+    missing = [k for k in model_state if k not in ckpt_state]
+    unexpected = [k for k in ckpt_state if k not in model_state]
+    shapes = [
+        (k, tuple(ckpt_state[k].shape), tuple(model_state[k].shape))
+        for k in model_state
+        if k in ckpt_state and ckpt_state[k].shape != model_state[k].shape
+    ]
+    parts = []
+
+    def listing(keys):
+        more = " and {} more".format(len(keys) - limit) if len(keys) > limit else ""
+        return ", ".join(keys[:limit]) + more
+
+    if missing:
+        parts.append("{} missing key(s): {}".format(len(missing), listing(missing)))
+    if unexpected:
+        parts.append("{} unexpected key(s): {}".format(len(unexpected), listing(unexpected)))
+    if shapes:
+        parts.append(
+            "{} shape mismatch(es): {}".format(
+                len(shapes),
+                listing(
+                    [
+                        "{} checkpoint {} vs model {}".format(k, list(a), list(b))
+                        for k, a, b in shapes
+                    ]
+                ),
+            )
+        )
+    if not parts:
+        return ""
+    text = "; ".join(parts) + _classifier_hint(shapes)
+    if missing and unexpected and len(missing) == len(model_state):
+        text += " (no key matches: is this a checkpoint of another architecture?)"
+    return text
+
+
+def load_checkpoint(model, path: str, allow_unsafe_pickle: bool = False, strict: bool = True):
+    """Load the checkpoint at ``path`` into ``model`` (in place) and return ``model``.
+
+    Loads with ``weights_only=True`` unless ``allow_unsafe_pickle`` is set. With ``strict`` any
+    missing/unexpected key or shape mismatch raises ``CheckpointError`` listing them.
+    """
+    ckpt_state = read_checkpoint(path, allow_unsafe_pickle)
+    model_state = model.state_dict()
+    problem = describe_mismatch(model_state, ckpt_state)
+    if problem and strict:
+        raise CheckpointError(
+            "checkpoint {} does not fit {}: {}".format(path, type(model).__name__, problem)
+        )
+    if not strict:
+        ckpt_state = {
+            k: v
+            for k, v in ckpt_state.items()
+            if k in model_state and v.shape == model_state[k].shape
+        }
+    model.load_state_dict(ckpt_state, strict=strict)
+    model.segdeploy_checkpoint_sha256 = sha256_file(path)
+    return model

@@ -1,0 +1,129 @@
+"""The one small interface every engine kind implements (DESIGN.md, "Engines and backends").
+
+Modelled on Polygraphy's runners: the public ``infer`` checks the feeds, subclasses implement
+``_infer_impl`` only; explicit lifetime with ``close()`` and the context-manager protocol. Which
+class opens a file is decided by ``BACKENDS`` (suffix -> module, class), imported on demand so
+that opening an ONNX file never imports TensorRT and vice versa. Python 3.6 compatible.
+"""
+
+import importlib
+import os
+from collections import namedtuple
+
+import numpy as np
+
+from ..errors import EngineError, SegDeployError
+
+TensorSpec = namedtuple("TensorSpec", ["name", "shape", "dtype"])
+TensorSpec.__doc__ = """Name, shape (ints; -1 or a string for a dynamic axis) and numpy dtype."""
+
+# suffix -> (module, class). The torch backend is chosen by open_engine for zoo names.
+BACKENDS = {
+    ".onnx": ("segdeploy.runtime.onnxruntime_backend", "OnnxRuntimeEngine"),
+    ".ort": ("segdeploy.runtime.onnxruntime_backend", "OnnxRuntimeEngine"),
+    ".plan": ("segdeploy.runtime.tensorrt_backend", "TensorRTEngine"),
+    ".engine": ("segdeploy.runtime.tensorrt_backend", "TensorRTEngine"),
+}
+
+
+class Engine(object):
+    """An opened engine: ``inputs``, ``outputs``, ``infer(feeds) -> dict``, ``close()``.
+
+    Subclasses set ``self._inputs`` / ``self._outputs`` (lists of TensorSpec) in ``__init__`` and
+    implement ``_infer_impl(feeds)`` and ``_close_impl()``.
+    """
+
+    backend = "abstract"
+
+    def __init__(self):
+        self._inputs = []
+        self._outputs = []
+        self._closed = False
+
+    @property
+    def inputs(self):
+        return list(self._inputs)
+
+    @property
+    def outputs(self):
+        return list(self._outputs)
+
+    def infer(self, feeds):
+        """Run once. ``feeds`` maps every input name to a numpy array of its dtype and shape."""
+        if self._closed:
+            raise EngineError("this {} engine is closed".format(self.backend))
+        expected = {t.name: t for t in self._inputs}
+        missing = sorted(set(expected) - set(feeds))
+        extra = sorted(set(feeds) - set(expected))
+        if missing or extra:
+            raise SegDeployError(
+                "feeds must be exactly {}; missing {}, unexpected {}".format(
+                    sorted(expected), missing, extra
+                )
+            )
+        for name, array in feeds.items():
+            spec = expected[name]
+            if not isinstance(array, np.ndarray):
+                raise SegDeployError(
+                    "input {!r} must be a numpy array, got {}".format(name, type(array).__name__)
+                )
+            if np.dtype(spec.dtype) != array.dtype:
+                raise SegDeployError(
+                    "input {!r} must be {}, got {}".format(name, np.dtype(spec.dtype), array.dtype)
+                )
+            if len(spec.shape) != array.ndim or any(
+                isinstance(d, int) and d >= 0 and d != s for d, s in zip(spec.shape, array.shape)
+            ):
+                raise SegDeployError(
+                    "input {!r} must have shape {}, got {}".format(
+                        name, tuple(spec.shape), array.shape
+                    )
+                )
+        return self._infer_impl(feeds)
+
+    def _infer_impl(self, feeds):
+        raise NotImplementedError
+
+    def close(self):
+        """Release the engine's resources; idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._close_impl()
+
+    def _close_impl(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: modules may be gone
+            pass
+
+
+def backend_for(path):
+    """(module, class name) of the backend that opens ``path``, from its suffix."""
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    try:
+        return BACKENDS[suffix]
+    except KeyError:
+        raise EngineError(
+            "cannot tell the engine kind of {}: known suffixes are {}".format(
+                path, ", ".join(sorted(BACKENDS))
+            )
+        ) from None
+
+
+def open_engine(path, **options):
+    """Open ``path`` with the backend its suffix names; ``options`` go to the backend."""
+    if not os.path.isfile(os.fspath(path)):
+        raise EngineError("engine file {} does not exist".format(path))
+    module_name, class_name = backend_for(path)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(path, **options)
