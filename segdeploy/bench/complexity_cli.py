@@ -10,7 +10,9 @@ def _parse_res(text):
     try:
         height, width = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise SegDeployError("--res must be HEIGHTxWIDTH such as 1024x2048, got {!r}".format(text))
+        raise SegDeployError(
+            "--res must be HEIGHTxWIDTH such as 1024x2048, got {!r}".format(text)
+        ) from None
     return height, width
 
 
