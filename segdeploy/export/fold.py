@@ -20,6 +20,11 @@ import copy
 import torch
 from torch import fx, nn
 
+
+class FoldError(RuntimeError):
+    """torch.fx cannot trace the model, so its BatchNorms cannot be folded here."""
+
+
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BNS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
@@ -79,10 +84,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     spec = getattr(model, "segdeploy_spec", None)
     try:
         traced = fx.symbolic_trace(model)
-    except Exception as exc:  # a model fx cannot trace is a bug in the zoo, not a user error
-        raise RuntimeError(
-            "fold_batchnorm: torch.fx cannot trace {}: {}".format(type(model).__name__, exc)
-        ) from exc
+    except Exception as exc:  # data-dependent control flow and the like
+        raise FoldError("torch.fx cannot trace {}: {}".format(type(model).__name__, exc)) from exc
     modules = dict(traced.named_modules())
     counts = _call_counts(traced.graph)
     for node in list(traced.graph.nodes):

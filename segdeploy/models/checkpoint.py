@@ -34,14 +34,17 @@ def read_checkpoint(path: str, allow_unsafe_pickle: bool = False) -> Dict:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not allow_unsafe_pickle and "weights_only" in str(exc):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if not allow_unsafe_pickle and found:
             hint = "load_checkpoint(..., allow_unsafe_pickle=True), --unsafe-pickle on the CLI"
             raise CheckpointError(
-                "checkpoint {} holds Python objects beyond tensors, which weights_only loading "
-                "refuses ({}); if you trust its source, allow unsafe pickles ({})".format(
-                    path, text[:200], hint
+                "checkpoint {} pickles a Python object ({}) that weights_only loading refuses; "
+                "if you trust its source, allow unsafe pickles ({})".format(
+                    path, found.group(1), hint
                 )
             ) from None
+        if "WeightsUnpickler error" in str(exc) or "invalid load key" in str(exc):
+            text = "not a PyTorch checkpoint, or a truncated one"
         raise CheckpointError("cannot read checkpoint {}: {}".format(path, text[:300])) from None
     return unwrap_state_dict(obj, path)
 
