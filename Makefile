@@ -31,7 +31,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python scripts/demo.py --out $(OUT)
+	$(BIN)/python scripts/demo.py --out $(OUT) $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT))
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_runtime.py --out $(OUT)/bench

@@ -3,8 +3,8 @@
 
 1. segexport: RegSeg (random weights unless --checkpoint) -> folded BN -> verified ONNX ->
    an engine for this machine, with report.json.
-2. segbench: the exported engine against PyTorch at two resolutions, one table.
-3. Runtime: a sample frame -> label map -> colorized PNG.
+2. segbench: PyTorch against the exported engine at two resolutions, one table (+ JSON/CSV/PNG).
+3. Runtime: a sample frame -> label map -> colorized PNG and overlay.
 """
 
 import argparse
@@ -13,52 +13,124 @@ import sys
 import time
 
 
-def step(title):
-    print("\n== {} ==".format(title), flush=True)
+def banner(title):
+    print("\n" + "=" * 78 + "\n" + title + "\n" + "=" * 78, flush=True)
+
+
+def sample_frame(height, width):
+    """A synthetic street-like BGR frame: sky, buildings, road with lane marks, a car."""
+    import numpy as np
+
+    frame = np.zeros((height, width, 3), np.uint8)
+    horizon = height * 2 // 5
+    sky = np.linspace(235, 150, horizon).astype(np.uint8)
+    frame[:horizon, :, 0] = sky[:, None]  # B
+    frame[:horizon, :, 1] = (sky * 0.8)[:, None]
+    frame[:horizon, :, 2] = (sky * 0.6)[:, None]
+    for i, x0 in enumerate(range(0, width, width // 8)):
+        top = horizon // 3 + (i * 37) % (horizon // 2)
+        frame[top : horizon + height // 10, x0 + 4 : x0 + width // 8 - 4] = (70 + 10 * (i % 3),) * 3
+    frame[horizon + height // 10 :] = (90, 80, 85)
+    for x0 in range(0, width, width // 6):
+        frame[height * 4 // 5 : height * 4 // 5 + 6, x0 : x0 + width // 12] = 230
+    car = (slice(height * 3 // 5, height * 4 // 5), slice(width // 3, width // 2))
+    frame[car] = (40, 30, 160)
+    return frame
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out", help="output directory (default: out)")
     parser.add_argument("--model", default="regseg")
-    parser.add_argument("--res", default="512x1024")
+    parser.add_argument("--res", default="512x1024", help="export resolution (default 512x1024)")
     parser.add_argument("--checkpoint", default=None)
     args = parser.parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
     started = time.time()
+    export_dir = os.path.join(args.out, "export")
 
-    step("1/1 model, complexity, BatchNorm folding")
-    import torch
+    banner("1. segexport --model {} --res {} --out {}".format(args.model, args.res, export_dir))
+    from segdeploy.export.cli import main as segexport
 
-    from segdeploy.bench import complexity
-    from segdeploy.bench.complexity import format_count
-    from segdeploy.export import fold_batchnorm
-    from segdeploy.export.fold import count_batchnorms
-    from segdeploy.models import build
+    argv = ["--model", args.model, "--res", args.res, "--out", export_dir, "--verify-inputs", "2"]
+    if args.checkpoint:
+        argv += ["--checkpoint", args.checkpoint]
+    code = segexport(argv)
+    if code:
+        return code
+    engine = os.path.join(export_dir, args.model + ".ort")
 
-    model = build(args.model)
+    steps_done = [
+        "exported and verified {} and built {}".format(
+            os.path.join(export_dir, args.model + ".onnx"), engine
+        )
+    ]
+    try:
+        from segdeploy.bench.cli import main as segbench
+    except ImportError:
+        segbench = None
+    if segbench is not None:
+        bench_dir = os.path.join(args.out, "bench")
+        os.makedirs(bench_dir, exist_ok=True)
+        banner("2. segbench: PyTorch vs ONNX Runtime at 256x512 and {}".format(args.res))
+        code = segbench(
+            [
+                "--model",
+                args.model,
+                "--backends",
+                "torch,onnxruntime",
+                "--res",
+                "256x512,{}".format(args.res),
+                "--warmup",
+                "2",
+                "--iters",
+                "5",
+                "--json",
+                os.path.join(bench_dir, "bench.json"),
+                "--csv",
+                os.path.join(bench_dir, "bench.csv"),
+                "--plot",
+                os.path.join(bench_dir, "bench.png"),
+            ]
+        )
+        if code:
+            return code
+        steps_done.append(
+            "benchmarked torch vs onnxruntime: {}".format(
+                ", ".join(
+                    os.path.join(bench_dir, f) for f in ("bench.json", "bench.csv", "bench.png")
+                )
+            )
+        )
+
+    banner("3. Runtime({!r}).infer(frame) on a sample frame".format(engine))
+    import cv2
+
+    import segdeploy
+
     h, w = (int(v) for v in args.res.split("x"))
-    c = complexity(model, (h, w))
+    frame = sample_frame(h * 3 // 4, w * 3 // 4)  # not the network size: the runtime resizes
+    with segdeploy.Runtime(engine) as runtime:
+        labels = runtime.infer(frame)
+        colour = runtime.colorize(labels)
+        overlay = runtime.overlay(frame, labels, 0.5)
+    for name, image in (("frame.png", frame), ("labels.png", colour), ("overlay.png", overlay)):
+        cv2.imwrite(os.path.join(args.out, name), image)
     print(
-        "{}: {} params, {} MACs, {} FLOPs (fvcore) at {}x{}".format(
-            args.model,
-            format_count(c.params),
-            format_count(c.macs),
-            format_count(c.flops_fvcore),
-            h,
-            w,
+        "frame {} -> label map {} {} with {} classes present".format(
+            frame.shape, labels.shape, labels.dtype, len(set(labels.ravel().tolist()))
         )
     )
-    folded = fold_batchnorm(model)
-    x = torch.randn(1, 3, h, w)
-    with torch.no_grad():
-        ref, out = model(x), folded(x)
-    print(
-        "folded {} BatchNorms ({} left); max |diff| {:.2e}".format(
-            count_batchnorms(model), count_batchnorms(folded), (ref - out).abs().max().item()
+    steps_done.append(
+        "segmented a sample frame: {}".format(
+            ", ".join(os.path.join(args.out, n) for n in ("frame.png", "labels.png", "overlay.png"))
         )
     )
-    print("\ndemo done in {:.1f} s".format(time.time() - started))
+
+    banner("demo done in {:.0f} s".format(time.time() - started))
+    for line in steps_done:
+        print(" - " + line)
+    if not args.checkpoint:
+        print(" (random weights: pass CHECKPOINT=path/to/ckpt.pth to `make demo` for real labels)")
     return 0
 
 

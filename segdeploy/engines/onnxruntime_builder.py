@@ -51,6 +51,31 @@ def cpu_isa():
     return [f for f in wanted if f in flags] or [platform.machine()]
 
 
+def optimized_op_counts(ort, onnx_path, level="all", threads=None):
+    """{op_type: count} of the graph ONNX Runtime runs here after optimization at ``level``.
+
+    The blocked NCHWc layout shows up as ``ReorderInput``/``ReorderOutput`` nodes at every
+    boundary where an op cannot stay blocked (e.g. sequence ops): few reorders means the
+    exported graph suits the CPU kernels.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="segdeploy-ort-") as tmpdir:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[level])
+        options.optimized_model_filepath = os.path.join(tmpdir, "optimized.onnx")
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        onnx = require("onnx", "inspecting the optimized graph")
+        graph = onnx.load(options.optimized_model_filepath).graph
+    counts = {}
+    for node in graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def build_onnxruntime_engine(onnx_path, engine_path, card, threads=None, level="all", log=print):
     """Optimize ``onnx_path`` for this CPU and save it as ``engine_path`` (``.ort``) with its card.
 
@@ -70,6 +95,12 @@ def build_onnxruntime_engine(onnx_path, engine_path, card, threads=None, level="
         if not os.path.getsize(tmp):
             raise RuntimeError("ONNX Runtime wrote an empty optimized model")
     seconds = time.perf_counter() - start
+    ops = optimized_op_counts(ort, onnx_path, level, threads)
+    reorders = {k: ops.get(k, 0) for k in ("ReorderInput", "ReorderOutput")}
+    log(
+        "      optimized graph: {} nodes, {} ReorderInput / {} ReorderOutput (NCHWc layout "
+        "changes)".format(sum(ops.values()), reorders["ReorderInput"], reorders["ReorderOutput"])
+    )
     engine = {
         "backend": "onnxruntime",
         "format": "ort",
@@ -83,6 +114,8 @@ def build_onnxruntime_engine(onnx_path, engine_path, card, threads=None, level="
             "saved_format": "ORT",
         },
         "source_onnx": os.path.basename(onnx_path),
+        "optimized_ops": ops,
+        "layout_reorders": reorders,
         "build_seconds": round(seconds, 3),
     }
     sidecar = card_mod.with_engine(card, engine)
