@@ -40,10 +40,100 @@ def official_regseg(official_dir, num_classes):
     return Official()
 
 
-# zoo name -> (builder of the official model, kwargs for ours)
+# Official SwiftNet configs (configs/rn18_single_scale.py, configs/rn18_pyramid.py)
+SWIFTNET_MEAN = [73.15, 82.90, 72.3]
+SWIFTNET_STD = [47.67, 48.49, 47.73]
+
+
+def official_swiftnet(official_dir, pyramid):
+    """SemsegModel around the official ResNet-18 as its configs build it (orsic/swiftnet).
+
+    The official modules import ``lib.cylib`` (a Cython evaluation helper) at import time; build
+    it, or put a stub ``lib/cylib.py`` on PYTHONPATH: the models do not use it.
+    """
+    import torch
+
+    sys.path.insert(0, official_dir)
+    from models.semseg import SemsegModel  # official module
+
+    if pyramid:
+        from models.resnet.resnet_pyramid import resnet18  # official module
+
+        backbone = resnet18(
+            pretrained=False,
+            pyramid_levels=3,
+            k_upsample=3,
+            scale=1,
+            mean=SWIFTNET_MEAN,
+            std=SWIFTNET_STD,
+            k_bneck=1,
+            output_stride=4,
+            efficient=True,
+        )
+        kwargs = {"k": 1, "bias": True}
+    else:
+        from models.resnet.resnet_single_scale import resnet18  # official module
+
+        backbone = resnet18(
+            pretrained=False, efficient=False, mean=SWIFTNET_MEAN, std=SWIFTNET_STD, scale=1
+        )
+        kwargs = {}
+
+    class Official(SemsegModel):
+        def forward(self, x):
+            # official call convention; its forward normalises the image in place, so copy it
+            return super().forward(x.clone(), None, x.shape[-2:])[0]
+
+        def load_state_dict(self, state, strict=True):
+            # The pyramid's _load_from_state_dict hooks report bogus missing/unexpected keys
+            # (the official config loads with strict=False); check the load by value instead.
+            if not pyramid:
+                return super().load_state_dict(state, strict=strict)
+            super().load_state_dict(state, strict=False)
+            mine = self.state_dict()
+            assert list(mine) == list(state)
+            assert all(torch.equal(mine[k], v) for k, v in state.items())
+            return None
+
+    return Official(backbone, 19, **kwargs)
+
+
+def official_deeplab(official_dir, name, output_stride):
+    """``network.modeling.<name>`` of VainF/DeepLabV3Plus-Pytorch, no ImageNet download."""
+    sys.path.insert(0, official_dir)
+    import network  # official package
+
+    builder = getattr(network.modeling, name)
+    return builder(num_classes=19, output_stride=output_stride, pretrained_backbone=False)
+
+
+# zoo name -> (builder of the official model, kwargs for ours); a golden name that is not a zoo
+# name is "<zoo name>_<variant>" (the tests know the mapping)
 OFFICIAL = {
     "regseg": (lambda d: official_regseg(d, 19), {}),
     "regseg_camvid": (lambda d: official_regseg(d, 11), {"num_classes": 11}),
+    "swiftnet_rn18": (lambda d: official_swiftnet(d, pyramid=False), {}),
+    "swiftnet_rn18_pyramid": (lambda d: official_swiftnet(d, pyramid=True), {}),
+    "deeplabv3plus_resnet50": (
+        lambda d: official_deeplab(d, "deeplabv3plus_resnet50", 16),
+        {"output_stride": 16},
+    ),
+    "deeplabv3plus_resnet50_os8": (
+        lambda d: official_deeplab(d, "deeplabv3plus_resnet50", 8),
+        {"output_stride": 8},
+    ),
+    "deeplabv3plus_resnet101": (
+        lambda d: official_deeplab(d, "deeplabv3plus_resnet101", 16),
+        {"output_stride": 16},
+    ),
+    "deeplabv3plus_mobilenet": (
+        lambda d: official_deeplab(d, "deeplabv3plus_mobilenet", 16),
+        {"output_stride": 16},
+    ),
+    "deeplabv3plus_mobilenet_os8": (
+        lambda d: official_deeplab(d, "deeplabv3plus_mobilenet", 8),
+        {"output_stride": 8},
+    ),
 }
 
 

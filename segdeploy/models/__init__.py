@@ -5,7 +5,8 @@ model = models.build("regseg", num_classes=19)
 models.load_checkpoint(model, "cityscapes.pth")
 """
 
-from . import regseg  # noqa: F401  (registers the models)
+from . import deeplabv3plus, regseg, swiftnet  # noqa: F401  (registers the models)
+from .backbone_weights import load_backbone_weights
 from .checkpoint import load_checkpoint, read_checkpoint
 from .registry import ModelSpec, build, get_spec, list_models, register_model
 
@@ -14,6 +15,7 @@ __all__ = [
     "build",
     "get_spec",
     "list_models",
+    "load_backbone_weights",
     "load_checkpoint",
     "read_checkpoint",
     "register_model",
