@@ -25,7 +25,9 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check segdeploy tests scripts
 	$(BIN)/ruff format --check segdeploy tests scripts
-	$(BIN)/vermin -q --no-tips -t=3.6- --violations segdeploy/engines segdeploy/runtime segdeploy/bench
+	$(BIN)/vermin -q --no-tips -t=3.6- --violations segdeploy/engines segdeploy/runtime segdeploy/bench \
+		segdeploy/__init__.py segdeploy/errors.py segdeploy/card.py segdeploy/_io.py segdeploy/_deps.py \
+		segdeploy/datasets.py
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -1,22 +1,14 @@
 """segdeploy: real-time semantic segmentation from a PyTorch checkpoint to a verified deployment.
 
-``import segdeploy`` stays light on purpose: it imports neither torch, onnx, onnxruntime, tensorrt
-nor any CUDA binding, so that the device side (``engines``, ``runtime``, ``bench``) runs on a
-Jetson with only numpy and OpenCV. Each backend imports its library when it is first used.
+``import segdeploy`` stays light on purpose: it imports numpy but neither torch, onnx,
+onnxruntime, tensorrt, OpenCV nor any CUDA binding, so that the device side (``engines``,
+``runtime``, ``bench``) runs on a Jetson with only numpy and OpenCV. Each backend imports its
+library when it is first used. Python 3.6 compatible (Jetson TX2, JetPack 4.6).
 """
 
 __version__ = "0.1.0"
 
 from .errors import SegDeployError  # noqa: E402
-
-
-def __getattr__(name):
-    # Lazy so that ``import segdeploy`` never pulls in the runtime backends (PEP 562).
-    if name == "Runtime":
-        from .runtime import Runtime
-
-        return Runtime
-    raise AttributeError("module 'segdeploy' has no attribute {!r}".format(name))
-
+from .runtime import Runtime  # noqa: E402  (numpy only until an engine is opened)
 
 __all__ = ["SegDeployError", "Runtime", "__version__"]

@@ -1,4 +1,7 @@
-"""segcomplexity: parameters and multiply-adds of zoo models as a readable table."""
+"""The zoo table: params and multiply-adds of zoo models beside the papers' figures.
+
+``segcomplexity`` and ``segbench --zoo`` print it; ``complexity_rows`` gives the records.
+"""
 
 import argparse
 import sys
@@ -17,7 +20,7 @@ def _parse_res(text):
 
 
 def complexity_rows(names, input_hw):
-    """One dict per model: name, params, macs, flops_fvcore, and the paper's figures if given."""
+    """One dict per model: our counts, and the paper's figures where given at this size."""
     from ..models import build, get_spec
     from .complexity import complexity
 
@@ -25,16 +28,20 @@ def complexity_rows(names, input_hw):
     for name in names:
         spec = get_spec(name)
         c = complexity(build(name), input_hw)
-        paper = spec.paper if tuple(spec.paper.get("resolution", ())) == tuple(input_hw) else {}
+        same_size = tuple(spec.paper.get("resolution", ())) == tuple(input_hw)
+        paper = spec.paper if same_size else {}
         rows.append(
             {
                 "model": name,
+                "input_hw": list(input_hw),
                 "params": c.params,
                 "macs": c.macs,
                 "flops_fvcore": c.flops_fvcore,
                 "paper_params": spec.paper.get("params"),
                 "paper_macs": paper.get("macs"),
                 "paper_flops": paper.get("flops_fvcore"),
+                "paper_fps": paper.get("fps"),
+                "paper_fps_device": paper.get("fps_device"),
                 "source": spec.paper.get("source", ""),
             }
         )
@@ -45,6 +52,11 @@ def format_table(rows, input_hw):
     def g(value, scale, digits=2):
         return "-" if value is None else "{:.{}f}".format(value / scale, digits)
 
+    def fps(row):
+        if row["paper_fps"] is None:
+            return "-"
+        return "{:.1f} ({})".format(row["paper_fps"], row["paper_fps_device"])
+
     header = (
         "model",
         "params (M)",
@@ -53,6 +65,7 @@ def format_table(rows, input_hw):
         "paper params (M)",
         "paper MACs (G)",
         "paper FLOPs (G)",
+        "paper FPS",
     )
     lines = [
         [
@@ -63,6 +76,7 @@ def format_table(rows, input_hw):
             g(r["paper_params"], 1e6),
             g(r["paper_macs"], 1e9),
             g(r["paper_flops"], 1e9),
+            fps(r),
         ]
         for r in rows
     ]
@@ -78,7 +92,38 @@ def format_table(rows, input_hw):
                 for i, (x, w) in enumerate(zip(row, widths))
             )
         )
+    sources = ["  {}: {}".format(r["model"], r["source"]) for r in rows if r["source"]]
+    if sources:
+        out.append("paper figures (shown only where the paper gives them at this size):")
+        out.extend(sources)
     return "\n".join(out)
+
+
+def write_rows(path, rows):
+    """Write the zoo rows as CSV (``.csv``) or JSON (anything else), atomically."""
+    import csv
+    import io
+
+    from .._io import write_bytes, write_json
+
+    if not str(path).lower().endswith(".csv"):
+        write_json(path, rows)
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(dict(row, input_hw="x".join(str(v) for v in row["input_hw"])))
+    write_bytes(path, buffer.getvalue().encode("utf-8"))
+
+
+def zoo_table(res="1024x2048", names=None):
+    """(rows, text) of the zoo table at ``res`` for ``names`` (default: every full model)."""
+    from ..models import list_models
+
+    input_hw = _parse_res(res)
+    rows = complexity_rows(names or list_models(include_tiny=False), input_hw)
+    return rows, format_table(rows, input_hw)
 
 
 def main(argv=None):
@@ -89,11 +134,7 @@ def main(argv=None):
     parser.add_argument("--res", default="1024x2048", help="input HEIGHTxWIDTH (default 1024x2048)")
     args = parser.parse_args(argv)
     try:
-        from ..models import list_models
-
-        input_hw = _parse_res(args.res)
-        names = args.model or list_models(include_tiny=False)
-        print(format_table(complexity_rows(names, input_hw), input_hw))
+        print(zoo_table(args.res, args.model)[1])
     except SegDeployError as exc:
         print("segcomplexity: error: {}".format(exc), file=sys.stderr)
         return 2

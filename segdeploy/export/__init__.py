@@ -9,3 +9,17 @@ def fold_batchnorm(model):
     from .fold import fold_batchnorm as _fold
 
     return _fold(model)
+
+
+def export_onnx(model, path, **kwargs):
+    """Export ``model`` to a cleaned ONNX file; see ``export.onnx_export.export_onnx``."""
+    from .onnx_export import export_onnx as _export
+
+    return _export(model, path, **kwargs)
+
+
+def make_card(spec, num_classes, height, width, output="labels", **kwargs):
+    """The model card of an export of ``spec``; see ``export.modelcard.make_card``."""
+    from .modelcard import make_card as _make
+
+    return _make(spec, num_classes, height, width, output, **kwargs)

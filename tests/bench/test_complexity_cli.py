@@ -17,3 +17,22 @@ def test_unknown_model_is_one_line_exit_2(capsys):
 def test_bad_resolution(capsys):
     assert main(["--model", "regseg", "--res", "big"]) == 2
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def test_segbench_zoo_table_lists_every_full_model(tmp_path, capsys):
+    import csv
+
+    from segdeploy.bench.cli import main as segbench
+    from segdeploy.models import list_models
+
+    out = tmp_path / "zoo.csv"
+    assert segbench(["--zoo", "--res", "1024x2048", "--csv", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = {r["model"]: r for r in csv.DictReader(out.open())}
+    assert set(rows) == set(list_models(include_tiny=False))
+    swiftnet = rows["swiftnet_rn18"]
+    assert int(swiftnet["params"]) == 11_797_071
+    assert round(int(swiftnet["macs"]) / 1e9, 2) == 103.57
+    assert float(swiftnet["paper_fps"]) == 39.9 and swiftnet["paper_fps_device"] == "gtx1080ti"
+    line = next(x for x in text.splitlines() if x.startswith("swiftnet_rn18 "))
+    assert "103.57" in line and "104.00" in line and "39.9 (gtx1080ti)" in line

@@ -1,0 +1,67 @@
+"""Open one backend's engine for a zoo model at one resolution (what ``segbench --model`` sweeps).
+
+``torch`` wraps the module directly; ``onnxruntime`` exports the folded model to ONNX in a scratch
+directory with ``segdeploy.export.export_onnx`` (the graph segexport writes) and opens that;
+``tensorrt`` builds a plan from the same ONNX with ``segdeploy.engines.build_tensorrt_engine``.
+Python 3.6 compatible; torch and onnx are imported inside the functions.
+"""
+
+import os
+
+from ..errors import SegDeployError
+
+BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+
+
+def parse_backends(text):
+    names = [b.strip().lower() for b in str(text).split(",") if b.strip()]
+    aliases = {"ort": "onnxruntime", "pytorch": "torch", "trt": "tensorrt"}
+    names = [aliases.get(n, n) for n in names]
+    unknown = [n for n in names if n not in BACKEND_NAMES]
+    if unknown or not names:
+        raise SegDeployError(
+            "--backends takes a comma-separated list of {}; got {!r}".format(
+                ", ".join(BACKEND_NAMES), text
+            )
+        )
+    return names
+
+
+def open_backend(
+    name, model, spec, height, width, workdir, device=None, threads=None, fp16=False, fold_bn=True
+):
+    """An opened Engine of backend ``name`` for ``model`` at ``height`` x ``width``."""
+    from ..runtime.torch_backend import TorchEngine, _card_for
+
+    card = _card_for(spec, spec.num_classes if spec else 19, height, width, "labels")
+    if name == "torch":
+        return TorchEngine(
+            model,
+            device=device,
+            height=height,
+            width=width,
+            threads=threads,
+            fp16=fp16,
+            channels_last=True,
+            fold_bn=fold_bn,
+        )
+    onnx_path = os.path.join(workdir, "{}_{}x{}.onnx".format(card["model"]["name"], height, width))
+    if not os.path.isfile(onnx_path):
+        from ..export import export_onnx, fold_batchnorm
+
+        export_onnx(fold_batchnorm(model), onnx_path, height=height, width=width, card=card)
+    if name == "onnxruntime":
+        from ..runtime.onnxruntime_backend import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(
+            onnx_path, device=device if device != "cpu" else "cpu", threads=threads
+        )
+    from ..engines import build_tensorrt_engine
+    from ..runtime.backend import open_engine
+
+    precision = "fp16" if fp16 else "fp32"
+    plan = os.path.join(
+        workdir, "{}_{}x{}.{}.plan".format(card["model"]["name"], height, width, precision)
+    )
+    build_tensorrt_engine(onnx_path, plan, card, precision=precision, log=lambda *a: None)
+    return open_engine(plan)

@@ -1,0 +1,247 @@
+"""Reports of harness records: a text block per run, one side-by-side table, JSON, CSV, a plot.
+
+Every artifact goes through ``segdeploy._io`` (atomic writes). matplotlib is imported only when a
+plot is asked for, with the Agg backend (no display needed). Python 3.6 compatible.
+"""
+
+import csv
+import io
+
+from .. import _io
+from .._deps import require
+from . import references
+
+CSV_FIELDS = (
+    "model",
+    "backend",
+    "protocol",
+    "height",
+    "width",
+    "device",
+    "mean_ms",
+    "median_ms",
+    "p90_ms",
+    "p99_ms",
+    "min_ms",
+    "max_ms",
+    "std_ms",
+    "fps",
+    "params",
+    "macs",
+    "peak_memory_mb",
+    "floor_ms",
+    "floor_share",
+    "scope",
+)
+
+
+def _fmt(value, spec="{:.2f}"):
+    return "-" if value is None else spec.format(value)
+
+
+def _count(n):
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return "{:.2f} {}".format(n / scale, unit)
+    return str(n)
+
+
+def format_run(rec):
+    """A text block for one record."""
+    lat = rec["latency_ms"]
+    lines = [
+        "{} / {} / protocol {} at {}x{} (batch {}, {} warm-up, {} timed)".format(
+            rec["model"],
+            rec["backend"],
+            rec["protocol"],
+            rec["resolution"][0],
+            rec["resolution"][1],
+            rec["batch"],
+            rec["warmup"],
+            rec["iters"],
+        ),
+        "  device:   {} ({})".format(rec["device_name"], rec["device"]),
+        "  timer:    {}".format(rec["timer"]),
+        "  scope:    {}".format(rec["scope_text"]),
+        "  latency:  mean {} ms, median {}, p90 {}, p99 {}, min {}, max {}, std {}".format(
+            *(_fmt(lat[k]) for k in ("mean", "median", "p90", "p99", "min", "max", "std"))
+        ),
+        "  fps:      {} (1000 / mean){}".format(
+            _fmt(rec["fps"], "{:.1f}"),
+            "; loop {:.1f} (n / loop time, as the protocol)".format(rec["loop_fps"])
+            if rec["protocol"] == "swiftnet"
+            else "",
+        ),
+        "  model:    {} params, {} multiply-adds".format(
+            _count(rec["params"]), _count(rec["macs"])
+        ),
+        "  memory:   peak {} MiB ({})".format(
+            _fmt(rec["memory"]["peak_mb"], "{:.0f}"), rec["memory"]["kind"]
+        ),
+        "  floor:    {} ms at {} GFLOP/s ({}); median reaches {} of it".format(
+            _fmt(rec["floor_ms"]),
+            _fmt(rec["peak_gflops"], "{:.0f}"),
+            rec["peak_source"],
+            _fmt(None if rec["floor_share"] is None else 100 * rec["floor_share"], "{:.0f} %"),
+        ),
+        "  versions: {}".format(
+            ", ".join(
+                "{} {}".format(k, v)
+                for k, v in sorted(rec["versions"].items())
+                if k not in ("platform", "cpu", "cpu_count")
+            )
+        ),
+    ]
+    for fig in references.matching(rec["model"] or "", rec["protocol"], *rec["resolution"]):
+        lines.append("  " + references.describe(fig, rec["device_name"]))
+    return "\n".join(lines)
+
+
+def _column_name(rec, records):
+    names = []
+    if len({r["backend"] for r in records}) > 1:
+        names.append(rec["backend"])
+    if len({tuple(r["resolution"]) for r in records}) > 1:
+        names.append("{}x{}".format(*rec["resolution"]))
+    if len({r["protocol"] for r in records}) > 1:
+        names.append(rec["protocol"])
+    return " ".join(names) or rec["backend"]
+
+
+def format_table(records):
+    """One side-by-side table, a column per record; speed-ups are against the first column."""
+    if not records:
+        return ""
+    heads = [_column_name(r, records) for r in records]
+    base = records[0]["latency_ms"]["median"]
+    rows = [("", heads)]
+    for label, key in (
+        ("mean ms", "mean"),
+        ("median ms", "median"),
+        ("p90 ms", "p90"),
+        ("p99 ms", "p99"),
+        ("min ms", "min"),
+        ("max ms", "max"),
+        ("std ms", "std"),
+    ):
+        rows.append((label, [_fmt(r["latency_ms"][key]) for r in records]))
+    rows.append(("FPS", [_fmt(r["fps"], "{:.1f}") for r in records]))
+    rows.append(
+        ("speed-up (median)", ["{:.2f}x".format(base / r["latency_ms"]["median"]) for r in records])
+    )
+    rows.append(("multiply-adds", [_count(r["macs"]) for r in records]))
+    rows.append(("peak memory MiB", [_fmt(r["memory"]["peak_mb"], "{:.0f}") for r in records]))
+    rows.append(
+        (
+            "floor share",
+            [
+                _fmt(None if r["floor_share"] is None else 100 * r["floor_share"], "{:.0f} %")
+                for r in records
+            ],
+        )
+    )
+    width0 = max(len(label) for label, _ in rows)
+    widths = [max(len(cells[i]) for _, cells in rows) for i in range(len(records))]
+    lines = []
+    for label, cells in rows:
+        lines.append("  ".join([label.ljust(width0)] + [c.rjust(w) for c, w in zip(cells, widths)]))
+    first = records[0]
+    lines.append(
+        "scope: {} | device: {} | speed-ups against the first column".format(
+            first["scope_text"], first["device_name"]
+        )
+    )
+    return "\n".join(lines)
+
+
+def csv_rows(records):
+    for r in records:
+        lat = r["latency_ms"]
+        yield [
+            r["model"],
+            r["backend"],
+            r["protocol"],
+            r["resolution"][0],
+            r["resolution"][1],
+            r["device_name"],
+            lat["mean"],
+            lat["median"],
+            lat["p90"],
+            lat["p99"],
+            lat["min"],
+            lat["max"],
+            lat["std"],
+            r["fps"],
+            r["params"],
+            r["macs"],
+            r["memory"]["peak_mb"],
+            r["floor_ms"],
+            r["floor_share"],
+            r["scope_text"],
+        ]
+
+
+def write_csv(path, records):
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for row in csv_rows(records):
+        writer.writerow(["" if v is None else v for v in row])
+    _io.write_bytes(path, buf.getvalue().encode("utf-8"))
+
+
+def write_json(path, records):
+    _io.write_json(path, {"schema": "segdeploy.bench/1", "runs": list(records)})
+
+
+def write_plot(path, records, metric="latency"):
+    """Latency (median, with p10-p90 whiskers) or FPS against resolution, a line per backend."""
+    matplotlib = require("matplotlib", "--plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    backends = []
+    for r in records:
+        if r["backend"] not in backends:
+            backends.append(r["backend"])
+    for backend in backends:
+        runs = sorted(
+            (r for r in records if r["backend"] == backend),
+            key=lambda r: r["resolution"][0] * r["resolution"][1],
+        )
+        mpx = [r["resolution"][0] * r["resolution"][1] / 1e6 for r in runs]
+        if metric == "fps":
+            ys = [r["fps"] for r in runs]
+            ax.plot(mpx, ys, marker="o", label=backend)
+        else:
+            ys = [r["latency_ms"]["median"] for r in runs]
+            low = [r["latency_ms"]["median"] - r["latency_ms"]["min"] for r in runs]
+            high = [r["latency_ms"]["p90"] - r["latency_ms"]["median"] for r in runs]
+            ax.errorbar(mpx, ys, yerr=[low, high], marker="o", capsize=3, label=backend)
+        for x, y, r in zip(mpx, ys, runs):
+            ax.annotate(
+                "{}x{}".format(*r["resolution"]),
+                (x, y),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+    first = records[0]
+    ax.set_xlabel("input size (megapixels)")
+    ax.set_ylabel(
+        "frames per second" if metric == "fps" else "median latency, ms (bars: min to p90)"
+    )
+    ax.set_title(
+        "{} on {} - protocol {}".format(first["model"], first["device_name"], first["protocol"]),
+        fontsize=9,
+    )
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.text(0.01, 0.01, "timer scope: " + first["scope_text"], fontsize=6)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    with _io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

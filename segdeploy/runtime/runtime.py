@@ -1,0 +1,254 @@
+"""``Runtime``: an engine file in, label maps out, configured by the model card alone.
+
+    with segdeploy.Runtime("out/regseg.onnx", threads=2) as rt:
+        labels = rt.infer(cv2.imread("frame.png"))   # (H, W) uint8 at the frame's size
+        cv2.imwrite("overlay.png", rt.overlay(frame, labels, 0.5))
+
+Python 3.6 compatible; imports no backend library until an engine is opened.
+"""
+
+import os
+import threading
+
+import numpy as np
+
+from .. import card as card_mod
+from ..errors import EngineError, FrameError, SegDeployError
+from .backend import BACKENDS, Engine, open_engine
+from .postprocess import Postprocessor, Visualizer, palette_from_card
+from .preprocess import Preprocessor, check_frame
+
+
+class Runtime(object):
+    """Open an engine and run frames through it: ``infer``, ``infer_batch``, ``colorize``.
+
+    ``path`` picks the backend: ``.onnx`` / ``.ort`` -> ONNX Runtime, ``.plan`` / ``.engine`` ->
+    TensorRT, a zoo name (``"regseg"``, with ``checkpoint=``) or an exported program (``.pt2``)
+    -> PyTorch; an already opened ``Engine`` is used as given (and closed with the Runtime).
+    ``device`` goes to the backend (``"cpu"``, ``"cuda"``, ...; None: the backend's choice).
+    ``rgb=True`` declares frames RGB instead of OpenCV's BGR. ``input_size=(h, w)`` sets the
+    network resolution where the engine allows it (PyTorch, dynamic ONNX); otherwise the card's.
+    Other keyword arguments go to the backend (e.g. ``threads``, ``graph_optimization``, ``fp16``).
+
+    Pre- and post-processing follow the model card: frames are resized to the network size
+    (``interpolation``, bilinear by default), normalized as the card says, and the label map is
+    brought back to the frame's size with nearest neighbour. Frames that are not H x W x 3 uint8
+    are converted or refused as documented in ``segdeploy.runtime.preprocess``.
+
+    Lifetime: ``close()`` (idempotent) or a ``with`` block releases the engine; a closed Runtime
+    raises EngineError. Buffers (network input, output, scratch) are allocated on first use and
+    reused; returned label maps are new arrays unless ``out=`` is given.
+
+    Thread safety: one Runtime may be shared between threads. ``infer``, ``infer_batch`` and
+    ``close`` hold one lock, so concurrent calls are serialized (correct, not parallel); for
+    parallel inference open one Runtime per thread. ``colorize`` and ``overlay`` touch no shared
+    state and run concurrently. There is no module-level state.
+    """
+
+    def __init__(
+        self,
+        path,
+        device=None,
+        rgb=False,
+        input_size=None,
+        interpolation="linear",
+        **backend_options,
+    ):
+        self._lock = threading.Lock()
+        self._closed = False
+        self.engine = self._open(path, device, input_size, backend_options)
+        try:
+            self._configure(path, rgb, input_size, interpolation)
+        except BaseException:
+            self.engine.close()
+            raise
+
+    @staticmethod
+    def _open(path, device, input_size, options):
+        if isinstance(path, Engine):
+            return path
+        if device is not None:
+            options["device"] = device
+        text = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
+        suffix = os.path.splitext(text)[1].lower()
+        if suffix in BACKENDS:
+            return open_engine(text, **options)
+        from .torch_backend import is_torch_source, open_torch
+
+        if is_torch_source(text):
+            if input_size is not None:
+                options.setdefault("height", int(input_size[0]))
+                options.setdefault("width", int(input_size[1]))
+            return open_torch(text, **options)
+        raise EngineError(
+            "cannot tell the engine kind of {}: known suffixes are {}, .pt2 (an "
+            "exported PyTorch program), or a zoo model name".format(
+                text, ", ".join(sorted(BACKENDS))
+            )
+        )
+
+    def _configure(self, path, rgb, input_size, interpolation):
+        engine = self.engine
+        card = getattr(engine, "card", None)
+        if card is None and not isinstance(path, Engine) and os.path.isfile(str(path)):
+            try:
+                card = card_mod.read_sidecar(str(path))
+            except EngineError:  # no sidecar: the message below says both places looked at
+                card = None
+        if card is None:
+            raise EngineError(
+                "{} carries no segdeploy model card (ONNX metadata {!r} or a "
+                "sidecar .json); export it with segexport, or pass input_size for "
+                "a zoo model".format(path, card_mod.METADATA_KEY)
+            )
+        self.card = card_mod.validate(card)
+        cin, cout = card["input"], card["output"]
+        height, width = int(cin["height"]), int(cin["width"])
+        if input_size is not None:
+            height, width = self._check_size(input_size, cin)
+        names = [t.name for t in engine.inputs]
+        if len(names) != 1:
+            raise EngineError(
+                "the runtime drives single-input engines; this one has {}".format(names)
+            )
+        self.input_name = names[0]
+        spec = engine.inputs[0]
+        fixed = [d for d in spec.shape[2:] if isinstance(d, int) and d > 0]
+        if len(fixed) == 2 and tuple(fixed) != (height, width):
+            raise EngineError(
+                "the engine's input is fixed at {}x{}; input_size {}x{} needs an "
+                "engine built for it".format(fixed[0], fixed[1], height, width)
+            )
+        batch = spec.shape[0]
+        self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
+        self.output_name = (
+            cout["name"]
+            if cout["name"] in [o.name for o in engine.outputs]
+            else engine.outputs[0].name
+        )
+        self.input_size = (height, width)
+        self.num_classes = int(card["model"]["num_classes"])
+        self.class_names = card["model"].get("class_names")
+        self.order = "RGB" if rgb else "BGR"
+        self._pre = Preprocessor(
+            height,
+            width,
+            cin["scale"],
+            cin["mean"],
+            cin["std"],
+            cin["channel_order"],
+            self.order,
+            interpolation,
+        )
+        self._post = Postprocessor(cout["kind"], self.num_classes)
+        self.palette = palette_from_card(card)  # (K, 3) uint8 RGB
+        self._vis = Visualizer(self.palette, self.order)
+
+    @staticmethod
+    def _check_size(input_size, cin):
+        try:
+            height, width = (int(v) for v in input_size)
+        except (TypeError, ValueError):
+            raise SegDeployError(
+                "input_size must be (height, width), got {!r}".format(input_size)
+            ) from None
+        stride = int(cin.get("stride") or 1)
+        if height <= 0 or width <= 0 or height % stride or width % stride:
+            raise SegDeployError(
+                "input_size {}x{} must be positive multiples of the model's "
+                "stride {} (e.g. {}x{})".format(
+                    height,
+                    width,
+                    stride,
+                    max(stride, height // stride * stride),
+                    max(stride, width // stride * stride),
+                )
+            )
+        return height, width
+
+    @property
+    def backend(self):
+        return self.engine.backend
+
+    def _check_open(self):
+        if self._closed:
+            raise EngineError("this Runtime is closed")
+
+    def _run(self, batch):
+        # batch: (N, 3, h, w) float32 -> (N, h, w) labels or (N, K, h, w) logits
+        return self.engine.infer({self.input_name: batch})[self.output_name]
+
+    def infer(self, frame, out=None):
+        """One frame (H x W x 3 uint8) -> (H, W) uint8 label map; written into ``out`` if given."""
+        frame = check_frame(frame, self.order)
+        with self._lock:
+            self._check_open()
+            self._pre.fill(frame, self._pre.buffer(1)[0])
+            output = self._run(self._pre.buffer(1))
+            return self._post(output[0], frame.shape[:2], out)
+
+    def infer_batch(self, frames):
+        """A list of frames (sizes may differ) or an (N, H, W, 3) array -> list of label maps.
+
+        Runs in chunks of the engine's fixed batch size (the last chunk padded by repeating its
+        last frame), or all at once when the engine's batch axis is dynamic.
+        """
+        if isinstance(frames, np.ndarray):
+            if frames.ndim != 4:
+                raise FrameError(
+                    "infer_batch expects a list of frames or an N x H x W x C "
+                    "array, got an array of shape {}".format(tuple(frames.shape))
+                )
+            frames = list(frames)
+        frames = list(frames) if not isinstance(frames, list) else frames
+        if not frames:
+            raise FrameError("infer_batch got no frames")
+        checked = []
+        for i, frame in enumerate(frames):
+            try:
+                checked.append(check_frame(frame, self.order, allow_batch_of_one=False))
+            except FrameError as exc:
+                raise FrameError("frame {} of {}: {}".format(i, len(frames), exc)) from None
+        chunk = self.max_batch or len(checked)
+        results = []
+        with self._lock:
+            self._check_open()
+            for start in range(0, len(checked), chunk):
+                part = checked[start : start + chunk]
+                padded = part + [part[-1]] * (chunk - len(part))
+                output = self._run(self._pre(padded))
+                for i, frame in enumerate(part):
+                    results.append(self._post(output[i], frame.shape[:2]))
+        return results
+
+    def colorize(self, labels):
+        """(H, W) label map -> (H, W, 3) uint8 colour image in the frames' order (BGR default)."""
+        return self._vis.colorize(labels)
+
+    def overlay(self, frame, labels, alpha=0.5):
+        """The colourized labels blended over ``frame`` with weight ``alpha``."""
+        return self._vis.overlay(frame, labels, alpha)
+
+    def close(self):
+        """Release the engine and buffers; idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.engine.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        return "Runtime({} {}, input {}x{}, {} classes{})".format(
+            self.backend,
+            getattr(self.engine, "path", "?"),
+            self.input_size[0],
+            self.input_size[1],
+            self.num_classes,
+            ", closed" if self._closed else "",
+        )

@@ -1,0 +1,70 @@
+"""Helpers shared by the runtime tests: a tiny RegSeg with varied outputs, exported with its card.
+
+Imported by the runtime and bench tests; it defines no tests itself.
+"""
+
+import numpy as np
+
+
+def tiny_model(seed=0, num_classes=19):
+    """regseg_tiny with random conv weights and BatchNorm statistics, so labels vary per pixel."""
+    import torch
+
+    from segdeploy import models
+
+    torch.manual_seed(seed)
+    model = models.build("regseg_tiny", num_classes=num_classes).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
+def tiny_card(height=64, width=128, num_classes=19, palette=None):
+    from segdeploy import models
+    from segdeploy.runtime.torch_backend import _card_for
+
+    card = _card_for(models.get_spec("regseg_tiny"), num_classes, height, width, "labels")
+    if palette is not None:
+        card["model"]["palette"] = [list(c) for c in palette]
+    return card
+
+
+def export_tiny(path, height=64, width=128, num_classes=19, palette=None, seed=0):
+    """Write the tiny model + argmax as ONNX with its card in the metadata; returns the model."""
+    from segdeploy.export import export_onnx
+
+    model = tiny_model(seed, num_classes)
+    card = tiny_card(height, width, num_classes, palette)
+    export_onnx(model, str(path), height=height, width=width, card=card)
+    return model
+
+
+def smooth_frame(height, width, seed=0):
+    """A uint8 BGR frame with structure at several scales (labels then vary across it)."""
+    from segdeploy.bench.harness import sample_frame
+
+    return sample_frame(height, width, seed)
+
+
+def reference_labels(model, frame_bgr, height, width):
+    """What the runtime must compute, written the long way with torch and OpenCV."""
+    import cv2
+    import torch
+
+    from segdeploy import models
+
+    spec = models.get_spec("regseg_tiny")
+    rgb = cv2.resize(frame_bgr, (width, height), interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
+    x = (rgb.astype(np.float32) / 255.0 - np.float32(spec.mean)) / np.float32(spec.std)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])))
+    labels = logits.argmax(1)[0].numpy().astype(np.uint8)
+    return cv2.resize(
+        labels, (frame_bgr.shape[1], frame_bgr.shape[0]), interpolation=cv2.INTER_NEAREST
+    )
