@@ -19,27 +19,40 @@ def _pattern(key: str, n: int) -> np.ndarray:
     return np.sin(0.7 * i + seed) * np.cos(0.013 * i * (1 + seed % 7))
 
 
+def _low_variance_channels(n: int) -> np.ndarray:
+    """Every fourth channel: the ones given a near-zero running variance."""
+    return np.arange(n) % 4 == 1
+
+
 def deterministic_state(model) -> dict:
     """A state_dict of ``model``'s shapes with reproducible, well-conditioned values.
 
-    Conv/linear weights are scaled by 1/sqrt(fan_in) so activations stay O(1) through deep nets;
-    BatchNorm statistics are non-trivial (var in [0.5, 1.5], mean in [-0.2, 0.2]) so folding is
-    actually exercised.
+    Conv/linear weights are scaled by 1/sqrt(fan_in) so activations stay O(1) through deep nets.
+    BatchNorm statistics are non-trivial so folding is exercised, and every fourth channel has a
+    running variance of ~3e-4 (its gain scaled down to keep the output O(1)): there the BN eps
+    matters, so an implementation with another eps (1e-3 instead of 1e-5) changes the logits by
+    10-30 % instead of the 1e-6 that variances near 1 would show.
     """
     import torch
 
+    model_state = model.state_dict()
     state = {}
-    for key, tensor in model.state_dict().items():
+    for key, tensor in model_state.items():
         if not tensor.is_floating_point():
             state[key] = tensor.clone()
             continue
         p = _pattern(key, tensor.numel()).reshape(tuple(tensor.shape))
+        prefix = key.rsplit(".", 1)[0] + "."
+        is_bn = prefix + "running_var" in model_state
         if key.endswith("running_var"):
-            values = 1.0 + 0.5 * p
+            low = _low_variance_channels(tensor.numel())
+            values = np.where(low, 1e-4 * (3.0 + 2.0 * p), 1.0 + 0.5 * p)
         elif key.endswith("running_mean") or key.endswith(".bias"):
             values = 0.2 * p
         elif tensor.dim() == 1:  # BN / norm weights
             values = 1.0 + 0.25 * p
+            if is_bn:
+                values = np.where(_low_variance_channels(tensor.numel()), 0.01 * values, values)
         elif tensor.dim() == 0:
             values = p
         else:
