@@ -181,6 +181,12 @@ def run(args, stream=None):
         else:
             steps.say("checkpoint {} (sha256 {})".format(args.checkpoint, sha[:16]))
         profile = derive_profile(args.res, args.dynamic, spec.stride)
+        if not profile.is_static and not getattr(spec, "dynamic_shapes", True):
+            raise SegDeployError(
+                "{} cannot be exported with --dynamic: part of its graph (e.g. its pooling grid) "
+                "depends on the input size, which an exported graph would freeze at {}x{}; "
+                "export one static --res per resolution you deploy".format(spec.name, *profile.opt)
+            )
         height, width = profile.opt
         num_classes = args.num_classes or _num_classes_of(model, height, width)
         from . import fold_batchnorm

@@ -24,8 +24,9 @@ class ModelSpec:
 
     Pre-processing is ``(pixel * input_scale - mean) / std`` on ``channel_order`` channels; a model
     that normalizes inside its graph declares ``input_scale=1`` and zero mean / unit std.
-    ``paper`` holds the published figures (params, multiply-adds, resolution, source) so reports
-    can show them beside ours.
+    ``dynamic_shapes`` says whether an ONNX graph with dynamic height/width computes what the
+    model computes at every size. ``paper`` holds the published figures (params, multiply-adds,
+    resolution, source) so reports can show them beside ours.
     """
 
     name: str
@@ -39,6 +40,9 @@ class ModelSpec:
     mean: Tuple[float, float, float] = IMAGENET_MEAN
     std: Tuple[float, float, float] = IMAGENET_STD
     tiny: bool = False
+    # False when the graph cannot follow the input size: an export with dynamic height/width
+    # would freeze size-dependent structure (e.g. a pooling grid) at the export size.
+    dynamic_shapes: bool = True
     description: str = ""
     paper: Dict[str, object] = field(default_factory=dict)
 

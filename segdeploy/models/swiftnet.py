@@ -364,6 +364,7 @@ _PREPROCESS = dict(channel_order="RGB", input_scale=1.0, mean=(0.0, 0.0, 0.0), s
     "swiftnet_rn18",
     family="swiftnet",
     stride=32,
+    dynamic_shapes=False,  # the SPP grid follows the input's aspect ratio
     dataset="cityscapes",
     paper={
         "params": 11.8e6,
@@ -410,6 +411,7 @@ def swiftnet_rn18_pyramid(*, num_classes: int = 19, backbone_weights=None) -> Sw
     "swiftnet_mnv2",
     family="swiftnet",
     stride=32,
+    dynamic_shapes=False,  # the SPP grid follows the input's aspect ratio
     dataset="cityscapes",
     paper={
         "params": 2.4e6,
@@ -428,7 +430,9 @@ def swiftnet_mnv2(*, num_classes: int = 19, backbone_weights=None) -> SwiftNet:
     return _finish(SwiftNet(SwiftNetMobileNetV2(), num_classes, "mobilenet_v2"), backbone_weights)
 
 
-@register_model("swiftnet_tiny", family="swiftnet", stride=32, tiny=True, **_PREPROCESS)
+@register_model(
+    "swiftnet_tiny", family="swiftnet", stride=32, tiny=True, dynamic_shapes=False, **_PREPROCESS
+)
 def swiftnet_tiny(*, num_classes: int = 19) -> SwiftNet:
     """SwiftNet single scale with one block per ResNet stage and 64 decoder features: for tests."""
     return SwiftNet(SwiftNetResNet(layers=(1, 1, 1, 1), num_features=64), num_classes, "resnet10")

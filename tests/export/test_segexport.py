@@ -384,3 +384,53 @@ def test_uncreatable_output_directory(tmp_path, capsys):
         capsys, "--model", "regseg_tiny", "--res", "64x128", "--out", blocker / "sub"
     )
     _one_line_error(code, err, "cannot create output directory")
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if not get_spec(n).dynamic_shapes])
+def test_dynamic_export_refused_where_the_graph_cannot_follow_the_size(tmp_path, capsys, name):
+    s = max(get_spec(name).stride, 32)
+    code, _, err = _run(
+        capsys,
+        "--model",
+        name,
+        "--dynamic",
+        "{}x{}:{}x{}".format(s, 2 * s, 2 * s, 4 * s),
+        "--out",
+        tmp_path,
+    )
+    _one_line_error(code, err, "cannot be exported with --dynamic")
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in list_models() if get_spec(n).tiny and get_spec(n).dynamic_shapes]
+)
+def test_dynamic_graph_matches_pytorch_at_another_size(tmp_path, capsys, name):
+    s = max(get_spec(name).stride, 32)
+    torch.manual_seed(0)
+    model = build(name)
+    ckpt = tmp_path / "ckpt.pth"
+    torch.save(model.state_dict(), ckpt)
+    code, _, err = _run(
+        capsys,
+        "--model",
+        name,
+        "--checkpoint",
+        ckpt,
+        "--dynamic",
+        "{}x{}:{}x{}".format(2 * s, 2 * s, 4 * s, 4 * s),
+        "--res",
+        "{}x{}".format(2 * s, 2 * s),
+        "--out",
+        tmp_path,
+        "--verify-inputs",
+        1,
+    )
+    assert code == 0, err
+    session = ort.InferenceSession(str(tmp_path / (name + ".onnx")))
+    x = np.random.RandomState(0).randn(1, 3, 4 * s, 3 * s).astype(np.float32)  # not the export size
+    labels = session.run(None, {"image": x})[0]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).argmax(1).numpy()
+    assert labels.shape == ref.shape == (1, 4 * s, 3 * s)
+    assert (labels == ref).mean() > 0.999
