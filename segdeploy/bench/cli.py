@@ -92,7 +92,8 @@ class _Progress(object):
             try:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=total, unit="it", file=sys.stderr, leave=False)
+                # disable=None: no bar when stderr is not a terminal (CI logs, make output)
+                self._bar = tqdm(total=total, unit="it", file=sys.stderr, leave=False, disable=None)
             except ImportError:
                 self._bar = None
         self._base = 0

@@ -85,6 +85,12 @@ def format_run(rec):
             _fmt(rec["peak_gflops"], "{:.0f}"),
             rec["peak_source"],
             _fmt(None if rec["floor_share"] is None else 100 * rec["floor_share"], "{:.0f} %"),
+        )
+        + (
+            " (over 100 %: the peak was measured during a slow phase of the host; re-run on a "
+            "quiet machine)"
+            if (rec["floor_share"] or 0) > 1.0
+            else ""
         ),
         "  versions: {}".format(
             ", ".join(
