@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from .._deps import require
 from . import peak as peak_mod
 from . import stats
 from .protocols import describe_scope
@@ -82,7 +83,7 @@ def sample_frame(height, width, seed=0):
     """A smooth uint8 BGR frame (noise blurred), so that label maps are not one class."""
     rng = np.random.RandomState(seed)
     small = rng.randint(0, 256, (max(1, height // 16), max(1, width // 16), 3)).astype(np.uint8)
-    import cv2
+    cv2 = require("cv2", "segbench")
 
     return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 

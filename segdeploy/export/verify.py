@@ -8,6 +8,7 @@ regions mean the graph computes something else.
 
 import numpy as np
 
+from .._deps import require
 from ..errors import SegDeployError
 
 # Fail thresholds of FP32 exports (DESIGN.md parity ladder: eager vs ONNX Runtime ~1e-4).
@@ -18,7 +19,7 @@ BOUNDARY_RADIUS = 2
 
 def boundary_mask(labels, radius=BOUNDARY_RADIUS):
     """True where a pixel has a different label within ``radius`` pixels (Chebyshev)."""
-    import cv2
+    cv2 = require("cv2", "verification")
 
     kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
     out = np.zeros(labels.shape, dtype=bool)
@@ -183,7 +184,7 @@ def image_inputs(directory, card, limit=8):
     import glob
     import os
 
-    import cv2
+    cv2 = require("cv2", "verification")
 
     paths = sorted(
         p

@@ -10,6 +10,7 @@ resized with nearest neighbour, which keeps them valid labels. Python 3.6 compat
 import numpy as np
 
 from .. import datasets
+from .._deps import require
 from ..errors import FrameError
 
 
@@ -20,7 +21,7 @@ class Postprocessor(object):
     """
 
     def __init__(self, kind, num_classes):
-        import cv2
+        cv2 = require("cv2", "the runtime")
 
         self._cv2 = cv2
         self.kind = kind
@@ -141,7 +142,7 @@ class Visualizer(object):
 
     def overlay(self, frame, labels, alpha=0.5):
         """Blend the colourized ``labels`` over ``frame`` (H x W x 3 uint8); alpha in [0, 1]."""
-        import cv2
+        cv2 = require("cv2", "the runtime")
 
         if not 0.0 <= float(alpha) <= 1.0:
             raise FrameError("alpha must lie in [0, 1], got {}".format(alpha))

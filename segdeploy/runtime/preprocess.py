@@ -26,6 +26,7 @@ Python 3.6 compatible.
 
 import numpy as np
 
+from .._deps import require
 from ..errors import FrameError
 
 INTERPOLATIONS = ("linear", "area", "nearest", "cubic")
@@ -97,7 +98,7 @@ class Preprocessor(object):
         frame_order="BGR",
         interpolation="linear",
     ):
-        import cv2
+        cv2 = require("cv2", "the runtime")
 
         self._cv2 = cv2
         if interpolation not in INTERPOLATIONS:
