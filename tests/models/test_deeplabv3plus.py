@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from segdeploy.errors import CheckpointError, SegDeployError
-from segdeploy.export.fold import count_batchnorms, fold_batchnorm
-from segdeploy.export.onnx_export import export_onnx
 from segdeploy.models import build, get_spec, load_checkpoint
 from segdeploy.models.golden import deterministic_state, probe_input
 from segdeploy.models.registry import IMAGENET_MEAN, IMAGENET_STD
@@ -129,20 +127,3 @@ def test_model_state_checkpoint_loads_strictly(tmp_path):
     torch.save({"model_state": voc.state_dict()}, tmp_path / "voc.pth")
     with pytest.raises(CheckpointError, match="num_classes=21"):
         load_checkpoint(build("deeplabv3plus_mobilenet"), str(tmp_path / "voc.pth"))
-
-
-def test_fold_and_onnx_export():
-    ort = pytest.importorskip("onnxruntime")
-    model = build("deeplabv3plus_tiny")
-    model.load_state_dict(deterministic_state(model))
-    x = torch.from_numpy(probe_input((1, 3, 64, 128)))
-    folded = fold_batchnorm(model)
-    assert count_batchnorms(folded) == 0
-    with torch.no_grad():
-        ref = model(x)
-        scale = ref.abs().max().item()
-        assert (folded(x) - ref).abs().max().item() <= 1e-4 * scale
-    proto = export_onnx(folded, None, height=64, width=128, output="logits")["model"]
-    session = ort.InferenceSession(proto.SerializeToString())
-    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    assert np.abs(out - ref.numpy()).max() <= 1e-4 * scale
