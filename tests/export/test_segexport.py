@@ -434,3 +434,48 @@ def test_dynamic_graph_matches_pytorch_at_another_size(tmp_path, capsys, name):
         ref = model(torch.from_numpy(x)).argmax(1).numpy()
     assert labels.shape == ref.shape == (1, 4 * s, 3 * s)
     assert (labels == ref).mean() > 0.999
+
+
+def test_verification_on_user_images(tmp_path, capsys):
+    import cv2
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.RandomState(0)
+    for i, (h, w) in enumerate([(100, 180), (64, 128)]):  # any size: resized to the export's
+        cv2.imwrite(str(images / "frame{}.png".format(i)), rng.randint(0, 256, (h, w, 3), np.uint8))
+    (images / "notes.txt").write_text("not an image")
+    code, out, err = _run(
+        capsys,
+        "--model",
+        "regseg_tiny",
+        "--res",
+        "64x128",
+        "--out",
+        tmp_path / "o",
+        "--images",
+        images,
+        "--verify-inputs",
+        1,
+    )
+    assert code == 0, err
+    assert "on 3 inputs" in out  # 1 random + 2 images
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["parity_fp32"]["inputs"] == 3
+
+
+def test_images_directory_without_images(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = _run(
+        capsys,
+        "--model",
+        "regseg_tiny",
+        "--res",
+        "64x128",
+        "--out",
+        tmp_path / "o",
+        "--images",
+        tmp_path / "empty",
+    )
+    _one_line_error(code, err, "holds no .png/.jpg/.bmp images")
+    assert not (tmp_path / "o" / "regseg_tiny.onnx").exists()
