@@ -47,7 +47,7 @@ def load_onnx_and_card(args):
 
 def _card_from_graph(proto, spec, args):
     from .modelcard import make_card
-    from .pipeline import UserModelSpec
+    from .pipeline import user_model_spec
 
     graph_in = proto.graph.input[0]
     dims = [d.dim_value or None for d in graph_in.type.tensor_type.shape.dim]
@@ -69,7 +69,7 @@ def _card_from_graph(proto, spec, args):
         height, width = dims[2], dims[3]
     else:
         raise SegDeployError("the graph has a dynamic input size; pass --res HEIGHTxWIDTH")
-    spec = spec or UserModelSpec(
+    spec = spec or user_model_spec(
         os.path.splitext(os.path.basename(args.onnx))[0], num_classes, args.stride or 32
     )
     card = make_card(spec, num_classes, height, width, kind, None, _opset(proto), None)

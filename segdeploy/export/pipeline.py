@@ -11,7 +11,7 @@ import time
 
 from .. import card as card_mod
 from .._io import check_writable_dir, write_json
-from ..errors import ExportError, SegDeployError, VerificationError
+from ..errors import SegDeployError, VerificationError
 
 
 class Steps:
@@ -37,22 +37,18 @@ class Steps:
         print("      " + text, file=self.stream, flush=True)
 
 
-class UserModelSpec:
-    """A ModelSpec stand-in for ``--model file.py:factory`` models (ImageNet normalization)."""
+def user_model_spec(name, num_classes, stride, builder=None):
+    """The ModelSpec of a bring-your-own model: ImageNet normalization of 0..1 RGB, no paper."""
+    from ..models.registry import ModelSpec
 
-    def __init__(self, name, num_classes, stride):
-        from ..models.registry import IMAGENET_MEAN, IMAGENET_STD
-
-        self.name = name
-        self.family = "user"
-        self.stride = stride
-        self.dataset = None
-        self.num_classes = num_classes
-        self.channel_order = "RGB"
-        self.input_scale = 1.0 / 255.0
-        self.mean = IMAGENET_MEAN
-        self.std = IMAGENET_STD
-        self.paper = {}
+    return ModelSpec(
+        name=name,
+        builder=builder,
+        family="user",
+        stride=int(stride),
+        dataset=None,
+        num_classes=num_classes,
+    )
 
 
 def load_user_model(reference, stride):
@@ -74,7 +70,8 @@ def load_user_model(reference, stride):
     model = fn().eval()
     num_classes = getattr(model, "num_classes", None)
     name = os.path.splitext(os.path.basename(path))[0]
-    return model, UserModelSpec(name, num_classes, stride or getattr(model, "output_stride", 32))
+    stride = stride or getattr(model, "output_stride", 32)
+    return model, user_model_spec(name, num_classes, stride, fn)
 
 
 def build_model(args):
@@ -188,7 +185,8 @@ def run(args, stream=None):
                 "export one static --res per resolution you deploy".format(spec.name, *profile.opt)
             )
         height, width = profile.opt
-        num_classes = args.num_classes or _num_classes_of(model, height, width)
+        # A zoo model was built with its class count; only a user's model needs a forward pass.
+        num_classes = args.num_classes or spec.num_classes or _num_classes_of(model, height, width)
         from . import fold_batchnorm
         from .fold import FoldError, count_batchnorms
 
@@ -443,6 +441,3 @@ def _print_next(engine_path, card, stream):
     print("  with segdeploy.Runtime({!r}) as rt:".format(engine_path), file=stream)
     print("      labels = rt.infer(cv2.imread('frame.png'))  # HxW uint8 label map", file=stream)
     print("  EOF", file=stream, flush=True)
-
-
-__all__ = ["run", "Steps", "ExportError"]
