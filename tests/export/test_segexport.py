@@ -15,6 +15,9 @@ from segdeploy.engines import tensorrt_status
 from segdeploy.export.cli import main
 from segdeploy.models import build, get_spec, list_models
 
+# the smallest export: every flag test starts from it
+TINY = ("--model", "regseg_tiny", "--res", "64x128")
+
 
 def _run(capsys, *argv):
     code = main([str(a) for a in argv])
@@ -163,10 +166,7 @@ def test_dynamic_export_runs_at_two_sizes(tmp_path, capsys):
 def test_logits_output(tmp_path, capsys):
     code, _, err = _run(
         capsys,
-        "--model",
-        "regseg_tiny",
-        "--res",
-        "64x128",
+        *TINY,
         "--output",
         "logits",
         "--out",
@@ -183,10 +183,7 @@ def test_logits_output(tmp_path, capsys):
 def test_print_trtexec_works_without_tensorrt(tmp_path, capsys):
     code, out, err = _run(
         capsys,
-        "--model",
-        "regseg_tiny",
-        "--res",
-        "64x128",
+        *TINY,
         "--out",
         tmp_path,
         "--backend",
@@ -207,10 +204,7 @@ def test_print_trtexec_works_without_tensorrt(tmp_path, capsys):
 def test_backend_tensorrt_without_tensorrt_is_one_line(tmp_path, capsys):
     code, out, err = _run(
         capsys,
-        "--model",
-        "regseg_tiny",
-        "--res",
-        "64x128",
+        *TINY,
         "--out",
         tmp_path,
         "--backend",
@@ -258,10 +252,7 @@ def test_verification_failure_keeps_only_a_failed_artifact(tmp_path, capsys):
 def test_bring_your_own_onnx(tmp_path, capsys):
     code, _, err = _run(
         capsys,
-        "--model",
-        "regseg_tiny",
-        "--res",
-        "64x128",
+        *TINY,
         "--out",
         tmp_path / "a",
         "--verify-inputs",
@@ -291,10 +282,7 @@ def test_bring_your_own_onnx(tmp_path, capsys):
         (["--model", "regseg_tiny", "--res", "64x128", "--opset", "99"], ["--opset 99"]),
         (
             [
-                "--model",
-                "regseg_tiny",
-                "--res",
-                "64x128",
+                *TINY,
                 "--opset",
                 "17",
                 "--backend",
@@ -373,16 +361,14 @@ def test_unwritable_output_directory(tmp_path, capsys):
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    code, _, err = _run(capsys, "--model", "regseg_tiny", "--res", "64x128", "--out", locked)
+    code, _, err = _run(capsys, *TINY, "--out", locked)
     _one_line_error(code, err, "not writable")
 
 
 def test_uncreatable_output_directory(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    code, _, err = _run(
-        capsys, "--model", "regseg_tiny", "--res", "64x128", "--out", blocker / "sub"
-    )
+    code, _, err = _run(capsys, *TINY, "--out", blocker / "sub")
     _one_line_error(code, err, "cannot create output directory")
 
 
@@ -447,10 +433,7 @@ def test_verification_on_user_images(tmp_path, capsys):
     (images / "notes.txt").write_text("not an image")
     code, out, err = _run(
         capsys,
-        "--model",
-        "regseg_tiny",
-        "--res",
-        "64x128",
+        *TINY,
         "--out",
         tmp_path / "o",
         "--images",
@@ -468,10 +451,7 @@ def test_images_directory_without_images(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = _run(
         capsys,
-        "--model",
-        "regseg_tiny",
-        "--res",
-        "64x128",
+        *TINY,
         "--out",
         tmp_path / "o",
         "--images",
