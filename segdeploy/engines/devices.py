@@ -72,10 +72,10 @@ _add("t4", "Tesla T4", (7, 5), True, True, _peaks(8.1, 65.0, 130.0), 320.0, 16)
 
 # GeForce GTX 1080 Ti product page: 3584 cores at 1582 MHz boost -> 11.3 TFLOPS FP32, 484 GB/s,
 # 11 GB. GP102 is sm_61: FP16 arithmetic runs at 1/64 of FP32 (CUDA programming guide, table
-# "throughput of native arithmetic instructions": 2 vs 128 results/clock/SM) -> 0.18 TFLOPS; INT8
+# "throughput of native arithmetic instructions": 2 vs 128 results/clock/SM) -> 0.177 TFLOPS; INT8
 # via dp4a at 4x FP32 -> 45 TOPS. TensorRT 10 needs sm_70+ (TensorRT 10.1 support matrix), so 8.6
 # is its last release.
-_add("gtx1080ti", "GeForce GTX 1080 Ti", (6, 1), False, True, _peaks(11.3, 0.18, 45.2), 484.0,
+_add("gtx1080ti", "GeForce GTX 1080 Ti", (6, 1), False, True, _peaks(11.3, 0.177, 45.2), 484.0,
      11, max_tensorrt="8.6")
 
 # Jetson TX2 module datasheet: 256 Pascal cores at 1.3 GHz -> 0.67 TFLOPS FP32, 1.33 TFLOPS FP16
@@ -266,8 +266,10 @@ def check_precision(record, precision):
     if precision == "int8":
         if not record.int8:
             raise EngineError(
-                "{} (compute capability {}) has no INT8 support in TensorRT; build --precision "
-                "fp16 instead".format(record.name, _cc_text(record.compute_capability))
+                "{} (compute capability {}) has no INT8 support in TensorRT; build an FP16 "
+                "engine instead (segexport --fp16)".format(
+                    record.name, _cc_text(record.compute_capability)
+                )
             )
         return []
     warnings = []

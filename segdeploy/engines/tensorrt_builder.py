@@ -141,7 +141,7 @@ def build_tensorrt_engine(
     if precision == "int8":
         raise EngineError(
             "INT8 engines need calibration data, which segexport does not take "
-            "yet; build --precision fp16 or fp32"
+            "yet; build FP16 (segexport --fp16) or FP32"
         )
     if precision not in ("fp32", "fp16"):
         raise SegDeployError("precision must be fp32 or fp16, got {!r}".format(precision))
@@ -176,7 +176,7 @@ def build_tensorrt_engine(
     half_typed = trt_compat.network_has_half(trt, network)
     if precision == "fp32" and half_typed:
         raise EngineError(
-            "{} is FP16-typed; build it with precision fp16, or pass the FP32 ONNX".format(
+            "{} is FP16-typed; build it as FP16 (segexport --fp16), or pass the FP32 ONNX".format(
                 onnx_path
             )
         )
