@@ -242,20 +242,19 @@ def run(args, stream=None):
     from . import verify
 
     inputs = verify.random_inputs(card, args.verify_inputs)
-    sources = ["random"] * len(inputs)
     if args.images:
-        images, paths = verify.image_inputs(args.images, card)
-        inputs += images
-        sources += paths
+        inputs += verify.image_inputs(args.images, card)[0]
     onnx_path = os.path.join(out_dir, name + ".onnx")
     if reference is not None:
-        fp32 = steps.run(
+
+        def verify_fp32():
+            # PyTorch runs once per input: the FP16 graph below is compared with the same logits.
+            logits = verify.reference_logits(reference, inputs)
+            return logits, verify.verify_onnx(proto, logits, inputs, card["model"]["num_classes"])
+
+        reference, fp32 = steps.run(
             "verify FP32 ONNX against PyTorch on {} inputs (ONNX Runtime CPU)".format(len(inputs)),
-            verify.verify_onnx,
-            proto,
-            reference,
-            inputs,
-            card["model"]["num_classes"],
+            verify_fp32,
         )
         steps.say(_describe(fp32))
         card["parity"]["fp32"] = _summary(fp32)

@@ -134,20 +134,28 @@ def _session(model_proto, expose_logits):
     )
 
 
-def verify_onnx(model_proto, reference, inputs, num_classes):
-    """Run ``model_proto`` in ONNX Runtime (CPU) and ``reference`` (a torch module returning logits)
-    on each of ``inputs`` (float32 N x 3 x H x W arrays) and return the merged figures."""
+def reference_logits(reference, inputs):
+    """The PyTorch model's float32 logits (numpy) for each of ``inputs``."""
     import torch
 
+    with torch.no_grad():
+        return [reference(torch.from_numpy(x)).float().numpy() for x in inputs]
+
+
+def verify_onnx(model_proto, reference, inputs, num_classes):
+    """Run ``model_proto`` in ONNX Runtime (CPU) on each of ``inputs`` (float32 N x 3 x H x W
+    arrays) and compare with ``reference``: a torch module returning logits, or the list of its
+    logits from ``reference_logits`` (computed once when several graphs are verified).
+    Returns the merged figures."""
+    if not isinstance(reference, (list, tuple)):
+        reference = reference_logits(reference, inputs)
     has_logits_tensor = any("logits" in n.output for n in model_proto.graph.node) or any(
         o.name == "logits" for o in model_proto.graph.output
     )
     session = _session(model_proto, expose_logits=has_logits_tensor)
     input_name = session.get_inputs()[0].name
     batches = []
-    for x in inputs:
-        with torch.no_grad():
-            ref_logits = reference(torch.from_numpy(x)).float().numpy()
+    for x, ref_logits in zip(inputs, reference):
         ref_labels = ref_logits.argmax(1)
         cand_logits, cand_labels = None, None
         for value in session.run(None, {input_name: x}):
