@@ -107,6 +107,90 @@ def official_deeplab(official_dir, name, output_stride):
     return builder(num_classes=19, output_stride=output_stride, pretrained_backbone=False)
 
 
+def _namespace(name, path):
+    """Register package ``name`` at ``path`` without running its ``__init__`` (which imports
+    training-only dependencies: datasets, quantization, torchvision)."""
+    import types
+
+    module = types.ModuleType(name)
+    module.__path__ = [path]
+    sys.modules[name] = module
+
+
+def official_ti_lite(official_dir, builder_name):
+    """TI's pixel2pixel model (TexasInstruments/edgeai-torchvision, ``references/edgeailite``)
+    on the ``xnn`` layers of TexasInstruments/edgeai-modeloptimization (``torchmodelopt/``).
+
+    ``official_dir`` holds both checkouts' trees side by side (``references/`` and
+    ``torchmodelopt/``). Only the model modules are imported: the packages' ``__init__`` files
+    pull in datasets, quantization and torchvision, none of which the models use.
+    """
+    import torch
+
+    xvision = os.path.join(official_dir, "references", "edgeailite", "edgeai_xvision")
+    _namespace(
+        "edgeai_torchmodelopt", os.path.join(official_dir, "torchmodelopt", "edgeai_torchmodelopt")
+    )
+    _namespace("edgeai_xvision", xvision)
+    _namespace("edgeai_xvision.xvision", os.path.join(xvision, "xvision"))
+    _namespace("edgeai_xvision.xvision.models", os.path.join(xvision, "xvision", "models"))
+    import importlib
+
+    xnn = importlib.import_module("edgeai_torchmodelopt.xnn")
+    pixel2pixel = importlib.import_module("edgeai_xvision.xvision.models.pixel2pixel")
+    config = xnn.utils.ConfigNode()
+    config.output_channels = [19]
+    config.output_type = ["logits"]  # not "segmentation": that appends an argmax in eval mode
+    model, _ = getattr(pixel2pixel, builder_name)(config)
+
+    class Official(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):  # Pixel2PixelNet takes and returns lists
+            return self.net([x])[0]
+
+        def state_dict(self, *args, **kwargs):
+            return self.net.state_dict(*args, **kwargs)
+
+        def load_state_dict(self, state, strict=True):
+            return self.net.load_state_dict(state, strict=strict)
+
+    return Official()
+
+
+def official_lraspp(official_dir, num_classes):
+    """torchvision's ``lraspp_mobilenet_v3_large`` from ``official_dir`` (a folder holding the
+    ``torchvision`` package: its repository checkout or an unpacked wheel). Its compiled ops are
+    not needed: the modules that register them are replaced by empty ones."""
+    import types
+
+    sys.path.insert(0, official_dir)
+    for name in ("_meta_registrations", "_autograd_registrations"):
+        sys.modules["torchvision." + name] = types.ModuleType("torchvision." + name)
+    import torch
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large  # official module
+
+    model = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+
+    class Official(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            return self.net(x)["out"]
+
+        def state_dict(self, *args, **kwargs):
+            return self.net.state_dict(*args, **kwargs)
+
+        def load_state_dict(self, state, strict=True):
+            return self.net.load_state_dict(state, strict=strict)
+
+    return Official()
+
+
 # zoo name -> (builder of the official model, kwargs for ours); a golden name that is not a zoo
 # name is "<zoo name>_<variant>" (the tests know the mapping)
 OFFICIAL = {
@@ -134,6 +218,13 @@ OFFICIAL = {
         lambda d: official_deeplab(d, "deeplabv3plus_mobilenet", 8),
         {"output_stride": 8},
     ),
+    "ti_deeplabv3lite_mnv2": (
+        lambda d: official_ti_lite(d, "deeplabv3plus_mobilenetv2_tv_edgeailite"),
+        {},
+    ),
+    "ti_unetlite_mnv2": (lambda d: official_ti_lite(d, "unet_aspp_mobilenetv2_tv_edgeailite"), {}),
+    "ti_fpnlite_mnv2": (lambda d: official_ti_lite(d, "fpn_aspp_mobilenetv2_tv_edgeailite"), {}),
+    "lraspp_mobilenet_v3_large": (lambda d: official_lraspp(d, 21), {}),
 }
 
 

@@ -87,9 +87,6 @@ CAMVID = Dataset(
     ignore_index=255,
 )
 
-_BY_NAME = {d.name: d for d in (CITYSCAPES, CAMVID)}
-_BY_CLASSES = {len(d.class_names): d for d in (CITYSCAPES, CAMVID)}
-
 
 def get(name):
     """The dataset record called ``name`` (``cityscapes``, ``camvid``)."""
@@ -122,3 +119,38 @@ def generic_palette(num_classes):
             c >>= 3
         colours.append((r, g, b))
     return tuple(colours)
+
+
+# The 20 PASCAL VOC classes and background: torchvision's segmentation models are trained on the
+# COCO train subset that has them ("COCO-21"); their colours are VOC's own bit-reversal map.
+VOC = Dataset(
+    name="voc",
+    class_names=(
+        "background",
+        "aeroplane",
+        "bicycle",
+        "bird",
+        "boat",
+        "bottle",
+        "bus",
+        "car",
+        "cat",
+        "chair",
+        "cow",
+        "diningtable",
+        "dog",
+        "horse",
+        "motorbike",
+        "person",
+        "pottedplant",
+        "sheep",
+        "sofa",
+        "train",
+        "tvmonitor",
+    ),
+    palette=generic_palette(21),
+    ignore_index=255,
+)
+
+_BY_NAME = {d.name: d for d in (CITYSCAPES, CAMVID, VOC)}
+_BY_CLASSES = {len(d.class_names): d for d in (CITYSCAPES, CAMVID, VOC)}

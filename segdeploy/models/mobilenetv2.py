@@ -41,9 +41,23 @@ STEM_CHANNELS = 32
 
 
 class ConvBNReLU6(nn.Sequential):
-    """Conv (no bias) -> BN -> ReLU6 with keys ``0``, ``1``, ``2`` (Conv2dNormActivation)."""
+    """Conv (no bias) -> BN -> ReLU6 with keys ``0``, ``1``, ``2`` (Conv2dNormActivation).
 
-    def __init__(self, in_ch, out_ch, kernel_size=3, stride=1, padding=0, dilation=1, groups=1):
+    ``activation`` replaces ReLU6 where a model was trained with another one (TI's Lite models
+    use ReLU); it has no parameters, so the key layout stays the same.
+    """
+
+    def __init__(
+        self,
+        in_ch,
+        out_ch,
+        kernel_size=3,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        activation=nn.ReLU6,
+    ):
         super().__init__(
             nn.Conv2d(
                 in_ch,
@@ -56,7 +70,7 @@ class ConvBNReLU6(nn.Sequential):
                 bias=False,
             ),
             nn.BatchNorm2d(out_ch),
-            nn.ReLU6(inplace=True),
+            activation(inplace=True),
         )
 
 
@@ -71,6 +85,7 @@ class InvertedResidual(nn.Module):
         expand_ratio: int,
         dilation: int = 1,
         pad_input: bool = False,
+        activation=nn.ReLU6,
     ):
         super().__init__()
         hidden = int(round(inp * expand_ratio))
@@ -81,9 +96,18 @@ class InvertedResidual(nn.Module):
         dw_padding = 0 if pad_input else dilation
         layers = []
         if expand_ratio != 1:
-            layers.append(ConvBNReLU6(inp, hidden, kernel_size=1))
+            layers.append(ConvBNReLU6(inp, hidden, kernel_size=1, activation=activation))
         layers += [
-            ConvBNReLU6(hidden, hidden, 3, stride, dw_padding, dilation, groups=hidden),
+            ConvBNReLU6(
+                hidden,
+                hidden,
+                3,
+                stride,
+                dw_padding,
+                dilation,
+                groups=hidden,
+                activation=activation,
+            ),
             nn.Conv2d(hidden, oup, 1, bias=False),
             nn.BatchNorm2d(oup),
         ]

@@ -6,14 +6,15 @@ Imported by the runtime and bench tests; it defines no tests itself.
 import numpy as np
 
 
-def tiny_model(seed=0, num_classes=19):
-    """regseg_tiny with random conv weights and BatchNorm statistics, so labels vary per pixel."""
+def tiny_model(seed=0, num_classes=19, name="regseg_tiny"):
+    """A zoo model (regseg_tiny by default) with random conv weights and BatchNorm statistics,
+    so labels vary per pixel."""
     import torch
 
     from segdeploy import models
 
     torch.manual_seed(seed)
-    model = models.build("regseg_tiny", num_classes=num_classes).eval()
+    model = models.build(name, num_classes=num_classes).eval()
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(module.weight)
@@ -52,16 +53,17 @@ def smooth_frame(height, width, seed=0):
     return sample_frame(height, width, seed)
 
 
-def reference_labels(model, frame_bgr, height, width):
+def reference_labels(model, frame_bgr, height, width, name="regseg_tiny"):
     """What the runtime must compute, written the long way with torch and OpenCV."""
     import cv2
     import torch
 
     from segdeploy import models
 
-    spec = models.get_spec("regseg_tiny")
+    spec = models.get_spec(name)
     rgb = cv2.resize(frame_bgr, (width, height), interpolation=cv2.INTER_LINEAR)[:, :, ::-1]
-    x = (rgb.astype(np.float32) / 255.0 - np.float32(spec.mean)) / np.float32(spec.std)
+    scaled = rgb.astype(np.float32) * np.float32(spec.input_scale)
+    x = (scaled - np.float32(spec.mean)) / np.float32(spec.std)
     with torch.no_grad():
         logits = model(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])))
     labels = logits.argmax(1)[0].numpy().astype(np.uint8)
