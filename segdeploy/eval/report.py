@@ -167,9 +167,8 @@ def confusion_png(comparison):
                 comparison.dataset["name"], comparison.dataset["split"]
             )
         )
-        fig.tight_layout(rect=(0, 0, 1, 0.96))
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
+        fig.savefig(buf, format="png", dpi=100)
     finally:
         plt.close(fig)
     return buf.getvalue()

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from eval_support import export_engines, frame, make_cityscapes
+from eval_support import export_camvid_engine, export_engines, frame, make_cityscapes
 
 import segdeploy
 
@@ -24,3 +24,9 @@ def cityscapes(tmp_path_factory, engines):
     with segdeploy.Runtime(engines[0]) as runtime:
         count = make_cityscapes(str(root), runtime)
     return str(root), count
+
+
+@pytest.fixture(scope="session")
+def camvid_engine(tmp_path_factory):
+    """An 11-class ONNX engine (CamVid's classes) of the same fan-in model family."""
+    return export_camvid_engine(tmp_path_factory.mktemp("camvid_engine") / "camvid.onnx")
