@@ -3,6 +3,7 @@
 import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -85,3 +86,45 @@ def test_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     heavy = set(out.stdout.split()) & {"torch", "onnx", "onnxruntime", "cv2", "matplotlib"}
     assert not heavy, heavy
+
+
+class _Stream(object):
+    def __init__(self, tty):
+        self.tty = tty
+        self.text = []
+
+    def isatty(self):
+        return self.tty
+
+    def write(self, text):
+        self.text.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_progress_lines_in_logs_and_a_bar_on_terminals():
+    from segdeploy.eval.evaluate import Progress
+
+    log = _Stream(tty=False)
+    progress = Progress(40, ["a", "b"], True, log)
+    for done in range(1, 41):
+        progress.update(done, [0.5, float("nan")])
+    progress.close()
+    lines = "".join(log.text).splitlines()
+    assert len(lines) == 10  # about ten lines per run, whatever the length
+    assert lines[-1].startswith("segeval: 40/40 images, ") and "images/s" in lines[-1]
+    assert lines[-1].endswith("running mIoU 50.00 / -")
+
+    pytest.importorskip("tqdm")
+    terminal = _Stream(tty=True)
+    progress = Progress(3, ["a"], True, terminal)
+    for done in range(1, 4):
+        time.sleep(0.12)  # past tqdm's minimum redraw interval
+        progress.update(done, [0.25])
+    progress.close()
+    text = "".join(terminal.text)
+    assert "3/3" in text and "img/s" in text and "mIoU 25.00" in text
+    quiet = _Stream(tty=False)
+    Progress(3, ["a"], False, quiet).update(3, [0.25])
+    assert quiet.text == []

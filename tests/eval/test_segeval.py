@@ -27,8 +27,12 @@ def test_fp32_and_fp16_side_by_side(tmp_path, capsys, engines, cityscapes):
         capsys,
         *("--engine", fp32, "--engine", fp16, "--dataset", "cityscapes", "--root", root),
         *("--json", files["json"], "--csv", files["csv"], "--confusion", files["png"]),
+        *("--save-predictions", tmp_path / "pred"),
     )
     assert code == 0, err
+    # One prediction folder per engine, each complete for the official script.
+    for name in ("regseg_tiny.onnx", "regseg_tiny.fp16.onnx"):
+        assert len(list((tmp_path / "pred" / name).rglob("*_pred_labelIds.png"))) == count
     data = json.loads(files["json"].read_text())
     a, b = data["engines"]
     assert [a["engine"]["precision"], b["engine"]["precision"]] == ["fp32", "fp16"]
