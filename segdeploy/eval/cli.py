@@ -125,6 +125,8 @@ def run(args, stream=None):
         input_size=input_size,
         runtime_options=options,
     )
+    for warning in comparison.warnings:
+        print("segeval: warning: " + warning, file=sys.stderr)
     print(table(comparison, args.top), file=stream)
     written = []
     if args.json:

@@ -89,11 +89,12 @@ class Report(object):
 class Comparison(object):
     """Several engines on the same images: their reports, and each pair's agreement."""
 
-    def __init__(self, reports, pairs, dataset, timing):
+    def __init__(self, reports, pairs, dataset, timing, warnings=()):
         self.reports = reports
         self.pairs = pairs
         self.dataset = dataset
         self.timing = timing
+        self.warnings = list(warnings)
 
     def to_dict(self):
         return {
@@ -102,6 +103,7 @@ class Comparison(object):
             "engines": [r.to_dict() for r in self.reports],
             "comparisons": [p.to_dict(self.reports) for p in self.pairs],
             "timing": self.timing,
+            "warnings": self.warnings,
         }
 
 
@@ -313,6 +315,21 @@ def _run(runtimes, dataset, samples, workers, progress, save_dir, stream):
                 "engine {} predicts {} classes but the {} dataset has {}; evaluate it on "
                 "the dataset it was trained for".format(name, rt.num_classes, dataset.name, k)
             )
+    warnings = []
+    for name, rt in zip(names, runtimes):
+        engine_names = [str(n) for n in (rt.class_names or [])]
+        if engine_names and engine_names != list(dataset.class_names):
+            differ = [
+                "{} ({} here)".format(e, d)
+                for e, d in zip(engine_names, dataset.class_names)
+                if e != d
+            ]
+            warnings.append(
+                "engine {} names its classes differently from the dataset: {}; scores are "
+                "reported under the dataset's names, by class index".format(
+                    name, ", ".join(differ[:4]) + (" ..." if len(differ) > 4 else "")
+                )
+            )
     cv2 = require("cv2", "segeval")
     out_dirs = None
     if save_dir is not None:
@@ -426,4 +443,4 @@ def _run(runtimes, dataset, samples, workers, progress, save_dir, stream):
         )
         for name, rt, confusion, t in zip(names, runtimes, confusions, infer_s)
     ]
-    return Comparison(reports, pairs, info, timing)
+    return Comparison(reports, pairs, info, timing, warnings)

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,6 +94,17 @@ def test_folder_dataset(tmp_path, capsys, engines):
     )
     assert code == 0, err
     assert "folder split 'val': 4 images" in out
+    assert "warning" not in err  # the classes file names the engine's classes
+    names = list(CITYSCAPES.class_names)
+    names[2] = "house"
+    (tmp_path / "mine" / "classes.txt").write_text("\n".join(names) + "\n")
+    code, out, err = _run(
+        capsys,
+        *("--engine", engines[0], "--dataset", "folder", "--root", tmp_path / "mine"),
+        *("--split", "val", "--no-progress"),
+    )
+    assert code == 0 and "segeval: warning: " in err and "building (house here)" in err
+    assert "house" in out
     saved = sorted(p.name for p in (tmp_path / "pred").iterdir())
     assert saved == ["img{}.png".format(i) for i in range(4)]
 
@@ -107,7 +120,12 @@ def test_camvid_dataset(tmp_path, camvid_engine):
 def test_user_mistakes_are_one_line(tmp_path, capsys, engines, cityscapes, camvid_engine):
     root, _ = cityscapes
     base = ("--dataset", "cityscapes", "--root", root, "--no-progress")
+    # Cityscapes' test split ships labels without any evaluated class: nothing to score.
+    test_split = tmp_path / "withheld"
+    _withheld(root, test_split)
+    withheld = ("--dataset", "cityscapes", "--root", test_split, "--split", "test")
     cases = [
+        (("--engine", engines[0], "--no-progress") + withheld, "Cityscapes test labels"),
         (("--engine", camvid_engine) + base, "predicts 11 classes"),
         (("--engine", tmp_path / "missing.onnx") + base, "missing.onnx"),
         (("--engine", engines[0], "--res", "64by128") + base, "HEIGHTxWIDTH"),
@@ -119,6 +137,18 @@ def test_user_mistakes_are_one_line(tmp_path, capsys, engines, cityscapes, camvi
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1, err
         assert lines[0].startswith("segeval: error: ") and words in lines[0], lines[0]
+
+
+def _withheld(root, target):
+    """A copy of the dataset as its test split, every label pixel 'unlabeled' (id 0)."""
+    import shutil
+
+    cv2 = pytest.importorskip("cv2")
+    shutil.copytree(os.path.join(root, "leftImg8bit", "val"), target / "leftImg8bit" / "test")
+    for path in Path(root, "gtFine", "val").rglob("*_labelIds.png"):
+        out = target / "gtFine" / "test" / path.parent.name / path.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out), np.zeros_like(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)))
 
 
 def test_version(capsys):
