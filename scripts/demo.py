@@ -4,7 +4,8 @@
 1. segexport: RegSeg (random weights unless --checkpoint) -> folded BN -> verified ONNX ->
    an engine for this machine, with report.json.
 2. segbench: PyTorch against the exported engine at two resolutions, one table (+ JSON/CSV/PNG).
-3. Runtime: a sample frame -> label map -> colorized PNG and overlay.
+3. Runtime: a sample street frame -> label map -> colorized PNG and overlay.
+4. segpredict: a short generated street clip -> overlay video and per-stage timings.
 """
 
 import argparse
@@ -15,27 +16,6 @@ import time
 
 def banner(title):
     print("\n" + "=" * 78 + "\n" + title + "\n" + "=" * 78, flush=True)
-
-
-def sample_frame(height, width):
-    """A synthetic street-like BGR frame: sky, buildings, road with lane marks, a car."""
-    import numpy as np
-
-    frame = np.zeros((height, width, 3), np.uint8)
-    horizon = height * 2 // 5
-    sky = np.linspace(235, 150, horizon).astype(np.uint8)
-    frame[:horizon, :, 0] = sky[:, None]  # B
-    frame[:horizon, :, 1] = (sky * 0.8)[:, None]
-    frame[:horizon, :, 2] = (sky * 0.6)[:, None]
-    for i, x0 in enumerate(range(0, width, width // 8)):
-        top = horizon // 3 + (i * 37) % (horizon // 2)
-        frame[top : horizon + height // 10, x0 + 4 : x0 + width // 8 - 4] = (70 + 10 * (i % 3),) * 3
-    frame[horizon + height // 10 :] = (90, 80, 85)
-    for x0 in range(0, width, width // 6):
-        frame[height * 4 // 5 : height * 4 // 5 + 6, x0 : x0 + width // 12] = 230
-    car = (slice(height * 3 // 5, height * 4 // 5), slice(width // 3, width // 2))
-    frame[car] = (40, 30, 160)
-    return frame
 
 
 def main(argv=None):
@@ -106,9 +86,10 @@ def main(argv=None):
     import cv2
 
     import segdeploy
+    from segdeploy.samples import street_scene, write_clip
 
     h, w = (int(v) for v in args.res.split("x"))
-    frame = sample_frame(h * 3 // 4, w * 3 // 4)  # not the network size: the runtime resizes
+    frame = street_scene(h * 3 // 4, w * 3 // 4)  # not the network size: the runtime resizes
     with segdeploy.Runtime(engine) as runtime:
         labels = runtime.infer(frame)
         colour = runtime.colorize(labels)
@@ -123,6 +104,22 @@ def main(argv=None):
     steps_done.append(
         "segmented a sample frame: {}".format(
             ", ".join(os.path.join(args.out, n) for n in ("frame.png", "labels.png", "overlay.png"))
+        )
+    )
+
+    clip = os.path.join(args.out, "street.mp4")
+    predict_dir = os.path.join(args.out, "predict")
+    banner("4. segpredict --engine {} --source {} --out {}".format(engine, clip, predict_dir))
+    write_clip(clip, 24, 360, 640, fps=12.0)
+    from segdeploy.runtime.predict import main as segpredict
+
+    code = segpredict(["--engine", engine, "--source", clip, "--out", predict_dir])
+    if code:
+        return code
+    steps_done.append(
+        "segmented a 24-frame clip: {} (timings in {})".format(
+            os.path.join(predict_dir, "street_overlay.mp4"),
+            os.path.join(predict_dir, "predict.json"),
         )
     )
 

@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 
+from .._cli import add_version
 from ..errors import SegDeployError
 from . import protocols, report
 from .harness import complexity_of
@@ -48,6 +49,7 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="segbench", description="Time segmentation engines under the papers' protocols."
     )
+    add_version(parser)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--engine", help="engine file (.onnx, .ort, .plan, .engine, .pt2)")
     what.add_argument("--model", help="zoo model name, swept over --backends and --res")

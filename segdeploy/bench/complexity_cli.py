@@ -6,6 +6,7 @@
 import argparse
 import sys
 
+from .._cli import add_version
 from ..errors import SegDeployError
 
 
@@ -128,6 +129,7 @@ def zoo_table(res="1024x2048", names=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="segcomplexity", description=__doc__)
+    add_version(parser)
     parser.add_argument(
         "--model", action="append", help="zoo model (repeatable; default: every non-tiny model)"
     )

@@ -10,6 +10,7 @@ segexport --model path/to/file.py:factory   # bring-your-own nn.Module
 import argparse
 import sys
 
+from .._cli import add_version
 from ..errors import SegDeployError
 
 
@@ -31,6 +32,7 @@ def parser():
         "  segexport --model regseg --checkpoint cityscapes.pth --fp16\n"
         "  segexport --model regseg --backend tensorrt --fp16 --print-trtexec --trt-version 8.2",
     )
+    add_version(p)
     src = p.add_argument_group("what to export")
     src.add_argument("--model", help="zoo name (see segcomplexity) or path/to/file.py:factory")
     src.add_argument("--onnx", help="an existing ONNX graph: skip export, verify and build")

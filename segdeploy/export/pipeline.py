@@ -431,12 +431,42 @@ def _describe(f):
     return text
 
 
+def _command(script, module):
+    """How to run a console script from here: this interpreter's own, else ``python -m``."""
+    import shlex
+
+    path = os.path.join(os.path.dirname(sys.executable), script)
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return shlex.quote(path)
+    return "{} -m {}".format(shlex.quote(sys.executable), module)
+
+
 def _print_next(engine_path, card, stream):
+    """Commands that run as pasted: this environment's scripts, and a frame the first writes."""
+    import shlex
+
     h, w = card["input"]["height"], card["input"]["width"]
-    print("\nNext:", file=stream)
-    print("  segbench --engine {} --res {}x{}".format(engine_path, h, w), file=stream)
-    print("  python - <<'EOF'", file=stream)
-    print("  import cv2, segdeploy", file=stream)
-    print("  with segdeploy.Runtime({!r}) as rt:".format(engine_path), file=stream)
-    print("      labels = rt.infer(cv2.imread('frame.png'))  # HxW uint8 label map", file=stream)
-    print("  EOF", file=stream, flush=True)
+    out_dir = os.path.dirname(engine_path) or "."
+    frame = os.path.join(out_dir, "frame.png")
+    code = (
+        "import cv2, segdeploy; from segdeploy.samples import street_scene; "
+        "cv2.imwrite({f!r}, street_scene(720, 1280)); "
+        "print(segdeploy.Runtime({e!r}).infer({f!r}).shape)".format(f=frame, e=engine_path)
+    )
+    engine = shlex.quote(engine_path)
+    lines = [
+        "{} -c {}".format(shlex.quote(sys.executable), shlex.quote(code)),
+        "{} --engine {} --source {} --out {}".format(
+            _command("segpredict", "segdeploy.runtime.predict"),
+            engine,
+            shlex.quote(frame),
+            shlex.quote(os.path.join(out_dir, "predict")),
+        ),
+        "{} --engine {} --res {}x{}".format(
+            _command("segbench", "segdeploy.bench.cli"), engine, h, w
+        ),
+    ]
+    print("\nNext (each line runs as pasted; the first writes a sample frame):", file=stream)
+    for line in lines:
+        print("  " + line, file=stream)
+    stream.flush()

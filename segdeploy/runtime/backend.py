@@ -126,4 +126,26 @@ def open_engine(path, **options):
         raise EngineError("engine file {} does not exist".format(path))
     module_name, class_name = backend_for(path)
     cls = getattr(importlib.import_module(module_name), class_name)
+    check_options(cls, options)
     return cls(path, **options)
+
+
+def check_options(cls, options):
+    """Refuse keyword options the backend's constructor does not take, naming those it does."""
+    import inspect
+
+    accepted = [
+        name
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if name not in ("self", "path") and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise EngineError(
+            "the {} backend takes no option{} {}; it takes {}".format(
+                cls.backend,
+                "s" if len(unknown) > 1 else "",
+                ", ".join(unknown),
+                ", ".join(accepted),
+            )
+        )

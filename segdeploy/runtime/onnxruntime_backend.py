@@ -72,6 +72,29 @@ def providers_for(device, available):
     return wanted[kind] + ["CPUExecutionProvider"], ("cpu" if kind == "cpu" else "cuda"), device_id
 
 
+def explicit_providers(providers, available):
+    """``providers=[...]`` as ONNX Runtime takes them (names or (name, options) pairs), checked
+    against the installed ones -> (providers, device kind, device id)."""
+    names = []
+    for entry in providers:
+        name = entry[0] if isinstance(entry, (tuple, list)) else entry
+        if not isinstance(name, str) or name not in available:
+            raise EngineError(
+                "provider {!r} is not in this onnxruntime; it has {}".format(
+                    name, ", ".join(available)
+                )
+            )
+        names.append(name)
+    if not names:
+        raise EngineError("providers is empty; name at least one, e.g. ['CPUExecutionProvider']")
+    gpu = [n for n in names if n in ("CUDAExecutionProvider", "TensorrtExecutionProvider")]
+    device_id = 0
+    for entry in providers:
+        if isinstance(entry, (tuple, list)) and len(entry) > 1 and isinstance(entry[1], dict):
+            device_id = int(entry[1].get("device_id", device_id))
+    return list(providers), ("cuda" if gpu else "cpu"), device_id
+
+
 class OnnxRuntimeEngine(Engine):
     """An ONNX Runtime session behind the Engine interface (see the module docstring)."""
 
@@ -86,6 +109,7 @@ class OnnxRuntimeEngine(Engine):
         graph_optimization="all",
         io_binding=True,
         session_config=None,
+        providers=None,
     ):
         super(OnnxRuntimeEngine, self).__init__()
         ort = require("onnxruntime", "the ONNX Runtime backend")
@@ -97,9 +121,16 @@ class OnnxRuntimeEngine(Engine):
                     ", ".join(OPTIMIZATION_LEVELS), graph_optimization
                 )
             )
-        providers, self.device_kind, self.device_id = providers_for(
-            device, ort.get_available_providers()
-        )
+        if providers is not None:  # as in onnxruntime.InferenceSession(providers=[...])
+            if device is not None:
+                raise EngineError("give device or providers, not both")
+            providers, self.device_kind, self.device_id = explicit_providers(
+                providers, ort.get_available_providers()
+            )
+        else:
+            providers, self.device_kind, self.device_id = providers_for(
+                device, ort.get_available_providers()
+            )
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel,

@@ -36,6 +36,23 @@ def _describe(frame):
     return "{} array of shape {}".format(frame.dtype, tuple(frame.shape))
 
 
+def read_frame(path):
+    """An image file -> H x W x 3 uint8 BGR (as cv2.imread), or FrameError saying why not."""
+    import os
+
+    cv2 = require("cv2", "reading frames from files")
+    text = os.fspath(path)
+    if not os.path.isfile(text):
+        raise FrameError("cannot read the frame {}: no such file".format(text))
+    frame = cv2.imread(text, cv2.IMREAD_COLOR)
+    if frame is None:
+        raise FrameError(
+            "cannot read the frame {}: not an image OpenCV can decode (corrupt, or an "
+            "unsupported format)".format(text)
+        )
+    return frame
+
+
 def check_frame(frame, order="BGR", allow_batch_of_one=True):
     """Return ``frame`` as a contiguous uint8 H x W or H x W x {3,4} array, or raise FrameError."""
     expected = "an H x W x 3 uint8 {} image (as cv2.imread returns)".format(order)

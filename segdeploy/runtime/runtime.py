@@ -16,7 +16,7 @@ from .. import card as card_mod
 from ..errors import EngineError, FrameError, SegDeployError
 from .backend import BACKENDS, Engine, open_engine
 from .postprocess import Postprocessor, Visualizer, palette_from_card
-from .preprocess import Preprocessor, check_frame
+from .preprocess import Preprocessor, check_frame, read_frame
 
 
 class Runtime(object):
@@ -179,7 +179,12 @@ class Runtime(object):
         return self.engine.infer({self.input_name: batch})[self.output_name]
 
     def infer(self, frame, out=None):
-        """One frame (H x W x 3 uint8) -> (H, W) uint8 label map; written into ``out`` if given."""
+        """One frame (H x W x 3 uint8, or an image file's path) -> (H, W) uint8 label map;
+        written into ``out`` if given."""
+        if isinstance(frame, str) or hasattr(frame, "__fspath__"):
+            frame = read_frame(frame)  # BGR, as cv2.imread returns
+            if self.order == "RGB":
+                frame = np.ascontiguousarray(frame[:, :, ::-1])
         frame = check_frame(frame, self.order)
         with self._lock:
             self._check_open()
