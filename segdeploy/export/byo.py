@@ -17,7 +17,9 @@ def load_onnx_and_card(args):
 
     path = args.onnx
     if not os.path.isfile(path):
-        raise SegDeployError("--onnx {} does not exist".format(path))
+        from .._io import missing_file
+
+        raise SegDeployError(missing_file(path, "--onnx"))
     try:
         proto = onnx.load(path)
         onnx.checker.check_model(proto)

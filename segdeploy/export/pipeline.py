@@ -12,6 +12,7 @@ import time
 from .. import card as card_mod
 from .._io import check_writable_dir, write_json
 from ..errors import SegDeployError, VerificationError
+from ..manifest import check_plain_name
 
 
 class Steps:
@@ -55,7 +56,9 @@ def load_user_model(reference, stride):
     """``path/to/file.py:factory`` -> (nn.Module, spec)."""
     path, _, factory = reference.rpartition(":")
     if not os.path.isfile(path):
-        raise SegDeployError("--model {}: file {} does not exist".format(reference, path))
+        from .._io import missing_file
+
+        raise SegDeployError("--model {}: {}".format(reference, missing_file(path, "file")))
     module_spec = importlib.util.spec_from_file_location("segexport_user_model", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
@@ -140,10 +143,25 @@ def choose_backend(requested, print_trtexec):
 
 
 def run(args, stream=None):
-    """Run the whole pipeline for parsed CLI ``args``; returns the report dict."""
+    """Run the whole pipeline for parsed CLI ``args``; returns the report dict.
+
+    One export is one consistent set: while ``--out`` is locked against a second export, every
+    file is written into a private staging folder inside it and moved into place at the end,
+    ``report.json`` (the manifest with every artifact's SHA-256) last. An error, SIGINT or
+    SIGTERM removes the staging folder and leaves ``--out`` as it was.
+    """
+    from ..manifest import Staging, lock_directory, terminate_as_interrupt
+
+    if args.name is not None:
+        check_plain_name(args.name)
+    out_dir = check_writable_dir(args.out)
+    with terminate_as_interrupt(), lock_directory(out_dir), Staging(out_dir) as staging:
+        return _run_staged(args, stream, staging)
+
+
+def _run_staged(args, stream, staging):
     from ..engines.profiles import derive_profile
 
-    out_dir = check_writable_dir(args.out)
     backend, backend_reason = choose_backend(args.backend, args.print_trtexec)
     trt_version = tensorrt_version(args)
     if backend == "tensorrt" or args.print_trtexec:
@@ -244,7 +262,9 @@ def run(args, stream=None):
     inputs = verify.random_inputs(card, args.verify_inputs)
     if args.images:
         inputs += verify.image_inputs(args.images, card)[0]
-    onnx_path = os.path.join(out_dir, name + ".onnx")
+    # Files are written into the staging folder; report and messages name their final paths.
+    stage_dir = staging.path
+    onnx_path = os.path.join(stage_dir, name + ".onnx")
     if reference is not None:
 
         def verify_fp32():
@@ -263,9 +283,12 @@ def run(args, stream=None):
         if failure:
             from .onnx_export import save_model
 
-            failed = onnx_path + ".failed"
-            save_model(proto, failed)
-            write_json(os.path.join(out_dir, "report.json"), report)
+            # Kept for inspection outside the export's set: report.json stays the manifest of
+            # the previous, good export.
+            save_model(proto, onnx_path + ".failed")
+            write_json(os.path.join(stage_dir, "report.failed.json"), report)
+            failed = staging.move_out(name + ".onnx.failed")
+            staging.move_out("report.failed.json")
             raise VerificationError(
                 "the exported graph disagrees with PyTorch ({}); kept it as {} for "
                 "inspection".format(failure, failed)
@@ -296,7 +319,7 @@ def run(args, stream=None):
             steps.say(_describe(fp16))
             card["parity"]["fp16"] = _summary(fp16)
             report["parity_fp16"] = fp16
-        fp16_path = os.path.join(out_dir, name + ".fp16.onnx")
+        fp16_path = os.path.join(stage_dir, name + ".fp16.onnx")
 
     # --- write ----------------------------------------------------------------------------
     from .onnx_export import save_model, set_card
@@ -316,9 +339,12 @@ def run(args, stream=None):
 
     written = steps.run("write ONNX with model card (metadata + sidecar JSON)", write_all)
     for path in written:
-        steps.say(path)
+        steps.say(staging.final(os.path.basename(path)))
     report["card"] = card
-    report["artifacts"] = {"onnx": onnx_path, "onnx_fp16": fp16_path}
+    report["artifacts"] = {
+        "onnx": staging.final(name + ".onnx"),
+        "onnx_fp16": staging.final(name + ".fp16.onnx") if fp16_path else None,
+    }
 
     # --- engine ---------------------------------------------------------------------------
     engine_path, engine_card = _build_engine(
@@ -326,23 +352,32 @@ def run(args, stream=None):
         steps,
         backend,
         backend_reason,
-        out_dir,
+        stage_dir,
         name,
         (onnx_path, fp16_path),
         card,
         profile,
         trt_version,
     )
+    if engine_path:
+        written.append(engine_path)
+        if os.path.isfile(card_mod.sidecar_path(engine_path)):
+            written.append(card_mod.sidecar_path(engine_path))
+        engine_path = staging.final(os.path.basename(engine_path))
     report["artifacts"]["engine"] = engine_path
     report["engine"] = engine_card.get("engine") if engine_card else None
-    write_json(os.path.join(out_dir, "report.json"), report)
-    steps.say("report: {}".format(os.path.join(out_dir, "report.json")))
-    _print_next(engine_path or onnx_path, card, stream or sys.stdout)
+    # The set moves into --out at once, the manifest (report.json) last.
+    report = staging.commit([os.path.basename(p) for p in written], report)
+    steps.say("report and manifest: {}".format(staging.final("report.json")))
+    _print_next(engine_path or staging.final(name + ".onnx"), card, stream or sys.stdout)
     return report
 
 
 def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, profile, trt_version):
+    # out_dir is the staging folder; the timing cache outlives exports, so it lives in --out.
     from ..engines import build_tensorrt_engine, trtexec_command
+
+    final_dir = args.out
 
     onnx_path, fp16_path = paths
     precision = "fp16" if args.fp16 else "fp32"
@@ -352,7 +387,7 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
     plan = os.path.join(out_dir, name + ".plan")  # precision is in the sidecar
     options = {
         "profile": None if profile.is_static else profile,
-        "timing_cache": args.timing_cache or os.path.join(out_dir, "timing.cache"),
+        "timing_cache": args.timing_cache or os.path.join(final_dir, "timing.cache"),
         "opt_level": args.opt_level,
         "plugins": tuple(args.plugin),
     }
@@ -360,8 +395,8 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
         options["workspace_mib"] = args.workspace
     if args.print_trtexec or backend == "tensorrt":
         line = trtexec_command(
-            trt_source,
-            plan,
+            os.path.join(final_dir, os.path.basename(trt_source)),
+            os.path.join(final_dir, os.path.basename(plan)),
             precision,
             input_name=card["input"]["name"],
             tensorrt_version=trt_version,
