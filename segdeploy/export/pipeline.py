@@ -52,8 +52,18 @@ def user_model_spec(name, num_classes, stride, builder=None):
     )
 
 
+def _first_line(exc):
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return "{}: {}".format(type(exc).__name__, line[:200]) if line else type(exc).__name__
+
+
 def load_user_model(reference, stride):
-    """``path/to/file.py:factory`` -> (nn.Module, spec)."""
+    """``path/to/file.py:factory`` -> (nn.Module, spec).
+
+    This IMPORTS AND RUNS the file, like ``python file.py`` would: the user asked for exactly
+    that by naming it (``--help`` and the README say so). Its failures are one line each.
+    """
     path, _, factory = reference.rpartition(":")
     if not os.path.isfile(path):
         from .._io import missing_file
@@ -63,17 +73,36 @@ def load_user_model(reference, stride):
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise SegDeployError(
-            "--model {}: importing {} failed: {}".format(reference, path, exc)
+            "--model {}: importing {} failed: {}".format(reference, path, _first_line(exc))
         ) from None
     fn = getattr(module, factory, None)
     if fn is None or not callable(fn):
         raise SegDeployError("--model {}: {} has no callable {!r}".format(reference, path, factory))
-    model = fn().eval()
+    try:
+        model = fn()
+    except (Exception, SystemExit) as exc:
+        raise SegDeployError(
+            "--model {}: {}() raised {}".format(reference, factory, _first_line(exc))
+        ) from None
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise SegDeployError(
+            "--model {}: {}() returned {}, not a torch.nn.Module; return the model".format(
+                reference, factory, type(model).__name__
+            )
+        )
+    model = model.eval()
     num_classes = getattr(model, "num_classes", None)
+    if not (isinstance(num_classes, int) and not isinstance(num_classes, bool)):
+        num_classes = None  # an attribute of another meaning: count from the output instead
+    stride_attr = getattr(model, "output_stride", None)
+    if not (isinstance(stride_attr, int) and stride_attr >= 1):
+        stride_attr = None
     name = os.path.splitext(os.path.basename(path))[0]
-    stride = stride or getattr(model, "output_stride", 32)
+    stride = stride or stride_attr or 32
     return model, user_model_spec(name, num_classes, stride, fn)
 
 
@@ -95,11 +124,44 @@ def build_model(args):
     return model.eval(), spec, sha
 
 
-def _num_classes_of(model, height, width):
+def check_user_output(model, height, width, num_classes=None):
+    """The class count of a bring-your-own model, from one forward pass that must return a
+    1 x K x H' x W' logits tensor (one line otherwise)."""
     import torch
 
-    with torch.no_grad():
-        return int(model(torch.zeros(1, 3, height, width)).shape[1])
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(1, 3, height, width))
+    except Exception as exc:
+        raise SegDeployError(
+            "--model: a forward pass at {}x{} failed: {}".format(height, width, _first_line(exc))
+        ) from None
+    if not isinstance(output, torch.Tensor):
+        raise SegDeployError(
+            "--model: the model returns {}, not one logits tensor; return the N x classes x H x "
+            "W logits alone (e.g. drop auxiliary outputs in eval mode)".format(
+                type(output).__name__
+            )
+        )
+    shape = tuple(output.shape)
+    if output.ndim != 4 or shape[0] != 1 or not output.is_floating_point():
+        raise SegDeployError(
+            "--model: the model returns a {} tensor of shape {}; segdeploy needs float logits "
+            "of shape N x classes x H x W".format(output.dtype, shape)
+        )
+    from ..card import MAX_CLASSES
+
+    if num_classes is not None and num_classes != shape[1]:
+        raise SegDeployError(
+            "--model: --num-classes / model.num_classes says {} but the model returns {} "
+            "channels".format(num_classes, shape[1])
+        )
+    if not 1 <= shape[1] <= MAX_CLASSES:
+        raise SegDeployError(
+            "--model: the model returns {} channels; segdeploy's label maps hold 1..{} "
+            "classes".format(shape[1], MAX_CLASSES)
+        )
+    return int(shape[1])
 
 
 def tensorrt_version(args):
@@ -184,6 +246,9 @@ def _run_staged(args, stream, staging):
             args.dynamic,
             card["input"]["stride"],
         )
+        from .byo import check_res_against_graph
+
+        check_res_against_graph(proto, profile, "--dynamic" if args.dynamic else "--res")
     else:
         model, spec, sha = steps.run(
             "build {} and load weights".format(args.model), build_model, args
@@ -203,8 +268,14 @@ def _run_staged(args, stream, staging):
                 "export one static --res per resolution you deploy".format(spec.name, *profile.opt)
             )
         height, width = profile.opt
-        # A zoo model was built with its class count; only a user's model needs a forward pass.
-        num_classes = args.num_classes or spec.num_classes or _num_classes_of(model, height, width)
+        # A zoo model was built with its class count; only a user's model needs a forward pass
+        # (which also checks that it returns one logits tensor).
+        if spec.family == "user":
+            num_classes = check_user_output(
+                model, height, width, args.num_classes or spec.num_classes
+            )
+        else:
+            num_classes = args.num_classes or spec.num_classes
         from . import fold_batchnorm
         from .fold import FoldError, count_batchnorms
 

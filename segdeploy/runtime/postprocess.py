@@ -32,13 +32,24 @@ class Postprocessor(object):
                     self.num_classes
                 )
             )
-        self._scratch = {}  # (name, shape) -> buffer
+        # name -> [(shape, dtype, buffer)], most recent first. A video has one frame size, so
+        # reuse matters; a stream of ever-new sizes must not keep a K x H x W float buffer per
+        # size (200 sizes once took 1.5 GB), so only the last SCRATCH_KEEP per name are kept.
+        self._scratch = {}
+
+    SCRATCH_KEEP = 2
 
     def _buffer(self, name, shape, dtype):
-        key = (name, shape, np.dtype(dtype).str)
-        buf = self._scratch.get(key)
-        if buf is None:
-            buf = self._scratch[key] = np.empty(shape, dtype)
+        dtype = np.dtype(dtype)
+        entries = self._scratch.setdefault(name, [])
+        for i, (shp, dt, buf) in enumerate(entries):
+            if shp == shape and dt == dtype:
+                if i:
+                    entries.insert(0, entries.pop(i))
+                return buf
+        buf = np.empty(shape, dtype)
+        entries.insert(0, (shape, dtype, buf))
+        del entries[self.SCRATCH_KEEP :]
         return buf
 
     def labels_from_logits(self, logits):
