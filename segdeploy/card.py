@@ -150,13 +150,13 @@ def validate(card, where="model card", input_shape=None, output_shape=None):
     palette = model.get("palette")
     if palette is not None and (
         not isinstance(palette, list)
-        or not 1 <= len(palette) <= 256
+        or not 1 <= len(palette) <= MAX_LOGIT_CLASSES
         or not all(
             isinstance(c, list) and len(c) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in c)
             for c in palette
         )
     ):
-        _fail(where, "model.palette must be a list of 1..256 [r, g, b] triples of 0..255")
+        _fail(where, "model.palette must be a list of [r, g, b] triples of 0..255")
 
     _str(where, "input.name", cin["name"])
     if cin["channel_order"] not in ("RGB", "BGR"):

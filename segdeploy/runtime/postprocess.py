@@ -132,7 +132,7 @@ class Visualizer(object):
     def __init__(self, palette_rgb, order="BGR"):
         # 256 entries so that any uint8 label indexes it; labels beyond the palette are black.
         table = np.zeros((256, 3), np.uint8)
-        table[: len(palette_rgb)] = palette_rgb
+        table[: min(len(palette_rgb), 256)] = palette_rgb[:256]
         self.order = order.upper()
         self._table = table[:, ::-1].copy() if self.order == "BGR" else table
 
