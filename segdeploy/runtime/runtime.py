@@ -90,6 +90,10 @@ class Runtime(object):
         if device is not None:
             options["device"] = device
         text = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
+        if os.path.isdir(text):
+            from .._io import missing_file
+
+            raise EngineError(missing_file(text, "engine file"))
         suffix = os.path.splitext(text)[1].lower()
         if suffix in BACKENDS:
             return open_engine(text, **options)
