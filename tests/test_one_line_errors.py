@@ -236,6 +236,27 @@ def test_segexport_disk_full_is_one_line(tmp_path, capsys, small_file_limit):
     assert not out.exists() or not list(out.iterdir())
 
 
+def test_onnxruntime_engine_write_failure_is_one_line(tmp_path, tiny_engine):
+    from segdeploy import card as card_mod
+    from segdeploy.engines.onnxruntime_builder import build_onnxruntime_engine
+    from segdeploy.errors import EngineError
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))  # the .ort is ~6 MB
+    try:
+        with pytest.raises(EngineError) as info:
+            build_onnxruntime_engine(
+                str(tiny_engine / "regseg_tiny.onnx"),
+                str(tmp_path / "x.ort"),
+                card_mod.read_sidecar(str(tiny_engine / "regseg_tiny.onnx")),
+                log=lambda *a: None,
+            )
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert "could not optimize" in str(info.value) and len(str(info.value).splitlines()) == 1
+    assert not list(tmp_path.iterdir())
+
+
 def test_files_follow_the_umask(tmp_path):
     for mask, mode in ((0o022, 0o644), (0o027, 0o640), (0o002, 0o664)):
         old = os.umask(mask)

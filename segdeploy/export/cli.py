@@ -131,7 +131,11 @@ def main(argv=None):
 
         run(args)
     except SegDeployError as exc:
-        print("segexport: error: {}".format(exc), file=sys.stderr)
+        text = str(exc).strip()
+        print(
+            "segexport: error: {}".format(text.splitlines()[0] if text else type(exc).__name__),
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt as exc:
         # The staging folder is gone and --out holds the previous export unchanged.

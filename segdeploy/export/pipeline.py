@@ -505,7 +505,11 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
     if args.fp16:
         why += "; FP16 engines need a GPU, so this engine is FP32 (the FP16 ONNX is written)"
     steps.say(why)
-    steps.say("{} ({} graph optimizations, saved in ORT format)".format(engine_path, "all"))
+    steps.say(
+        "{} ({} graph optimizations, saved in ORT format)".format(
+            os.path.join(final_dir, os.path.basename(engine_path)), "all"
+        )
+    )
     return engine_path, engine_card
 
 
