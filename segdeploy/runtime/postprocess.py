@@ -32,25 +32,31 @@ class Postprocessor(object):
                     self.num_classes
                 )
             )
-        # name -> [(shape, dtype, buffer)], most recent first. A video has one frame size, so
-        # reuse matters; a stream of ever-new sizes must not keep a K x H x W float buffer per
-        # size (200 sizes once took 1.5 GB), so only the last SCRATCH_KEEP per name are kept.
+        # name -> one flat buffer, viewed at the shape each call needs. A video has one frame
+        # size, so reuse matters; a stream of ever-new sizes must not keep a K x H x W float
+        # buffer per size (200 sizes once took 1.5 GB). The buffer grows by half again when a
+        # larger frame needs more (few reallocations for a slowly growing size) and shrinks when
+        # a frame needs less than an eighth of it: memory stays within 1.5x the largest recent
+        # frame's needs, per name.
         self._scratch = {}
 
-    SCRATCH_KEEP = 2
+    GROWTH = 1.5
+    SHRINK_BELOW = 1.0 / 8
 
     def _buffer(self, name, shape, dtype):
         dtype = np.dtype(dtype)
-        entries = self._scratch.setdefault(name, [])
-        for i, (shp, dt, buf) in enumerate(entries):
-            if shp == shape and dt == dtype:
-                if i:
-                    entries.insert(0, entries.pop(i))
-                return buf
-        buf = np.empty(shape, dtype)
-        entries.insert(0, (shape, dtype, buf))
-        del entries[self.SCRATCH_KEEP :]
-        return buf
+        size = int(np.prod(shape))
+        flat = self._scratch.get(name)
+        if (
+            flat is None
+            or flat.dtype != dtype
+            or flat.size < size
+            or size < flat.size * self.SHRINK_BELOW
+        ):
+            grown = flat is not None and flat.dtype == dtype and flat.size < size
+            flat = np.empty(int(size * self.GROWTH) if grown else size, dtype)
+            self._scratch[name] = flat
+        return flat[:size].reshape(shape)
 
     def labels_from_logits(self, logits):
         """(K, h, w) float logits -> (h, w) uint8 argmax, by a running maximum (first wins ties)."""
