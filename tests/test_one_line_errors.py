@@ -361,6 +361,11 @@ def test_segbench_engine_directory_is_not_called_missing(tmp_path, capsys):
     one_line(capsys, code, "segbench", "is a directory, not a file")
 
 
+def test_segbench_plugin_only_with_a_plan(capsys, tiny_engine):
+    code = bench_cli.main(["--engine", str(tiny_engine / "regseg_tiny.ort"), "--plugin", "x.so"])
+    one_line(capsys, code, "segbench", "--plugin goes with --engine FILE.plan")
+
+
 def test_segbench_negative_threads(capsys, tiny_engine):
     code = bench_cli.main(["--engine", str(tiny_engine / "regseg_tiny.ort"), "--threads", "-1"])
     one_line(capsys, code, "segbench", "--threads must be at least 1")

@@ -266,8 +266,8 @@ def check_arguments(args):
         from .._deps import require
 
         require("matplotlib", "--plot")
-    if args.plugin and not args.engine:
-        raise SegDeployError("--plugin goes with --engine (a TensorRT .plan)")
+    if args.plugin and not str(args.engine or "").lower().endswith((".plan", ".engine")):
+        raise SegDeployError("--plugin goes with --engine FILE.plan (a TensorRT engine)")
 
 
 def main(argv=None):
