@@ -19,6 +19,7 @@ file's ``metadata_props`` and as the sidecar ``<engine file>.json`` next to ever
 
 import copy
 import json
+import math
 import os
 
 from . import _io
@@ -33,20 +34,207 @@ def sidecar_path(engine_path):
     return os.fspath(engine_path) + ".json"
 
 
-def validate(card, where="model card"):
-    """Raise SegDeployError unless ``card`` has the fields the runtime relies on."""
+# Label maps are uint8 (0..255); logits engines may have more classes for infer(feeds) users.
+MAX_CLASSES = 255
+MAX_LOGIT_CLASSES = 4096
+MAX_SIDE = 16384  # the same bound as engines.profiles.parse_hw
+MAX_STRIDE = 1024
+MAX_CARD_BYTES = 4 << 20  # a card with a 256-colour palette and class names is ~20 KB
+MAX_DEPTH = 8  # card -> section -> dynamic -> min -> value is 5 deep
+
+
+def _fail(where, text):
+    raise SegDeployError("{} is invalid: {}; re-export it with segexport".format(where, text))
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_in(where, key, value, low, high):
+    if not _is_int(value) or not low <= value <= high:
+        _fail(where, "{} must be an integer in {}..{}, got {!r}".format(key, low, high, value))
+    return value
+
+
+def _str(where, key, value, limit=256):
+    if not isinstance(value, str) or not value or len(value) > limit:
+        _fail(where, "{} must be a non-empty string of at most {} characters".format(key, limit))
+    return value
+
+
+def _numbers(where, key, value, count, positive=False):
+    if (
+        not isinstance(value, list)
+        or len(value) != count
+        or not all(_is_number(v) and (v > 0 or not positive) for v in value)
+    ):
+        _fail(
+            where,
+            "{} must be a list of {} finite{} numbers, got {!r}".format(
+                key, count, " positive" if positive else "", _short(value)
+            ),
+        )
+    return value
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _depth(obj, limit):
+    """True when ``obj`` nests no deeper than ``limit`` (iterative: no RecursionError)."""
+    stack = [(obj, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            if level > limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children)
+    return True
+
+
+def _hw(where, key, value):
+    if not isinstance(value, list) or len(value) != 2:
+        _fail(where, "{} must be [height, width], got {!r}".format(key, _short(value)))
+    return tuple(_int_in(where, key, v, 1, MAX_SIDE) for v in value)
+
+
+def validate(card, where="model card", input_shape=None, output_shape=None):
+    """The card, or a one-line SegDeployError saying which field is wrong.
+
+    Checks types, ranges (1 <= classes <= 255 for label output, sizes, stride), that numbers are
+    finite and std > 0, the palette's shape and the nesting depth. With ``input_shape`` /
+    ``output_shape`` (the graph's, -1 / None / a name for dynamic axes) it also checks that the
+    card agrees with the graph: the fixed input size and the logits' channel count.
+    """
     if not isinstance(card, dict) or card.get("schema") != SCHEMA:
         raise SegDeployError(
             "{} is not a segdeploy model card (schema {!r} expected)".format(where, SCHEMA)
         )
+    if not _depth(card, MAX_DEPTH):
+        _fail(where, "it nests deeper than {} levels".format(MAX_DEPTH))
     for section, keys in (
         ("model", ("name", "num_classes")),
         ("input", ("name", "channel_order", "scale", "mean", "std", "height", "width", "stride")),
         ("output", ("name", "kind")),
     ):
-        missing = [k for k in keys if k not in card.get(section, {})]
+        body = card.get(section)
+        if not isinstance(body, dict):
+            _fail(where, "{} must be an object".format(section))
+        missing = [k for k in keys if k not in body]
         if missing:
             raise SegDeployError("{} lacks {}.{}".format(where, section, ", ".join(missing)))
+    model, cin, cout = card["model"], card["input"], card["output"]
+
+    kind = cout["kind"]
+    if kind not in ("labels", "logits"):
+        _fail(where, "output.kind must be 'labels' or 'logits', got {!r}".format(_short(kind)))
+    _str(where, "output.name", cout["name"])
+    top = MAX_CLASSES if kind == "labels" else MAX_LOGIT_CLASSES
+    classes = _int_in(where, "model.num_classes", model["num_classes"], 1, top)
+    _str(where, "model.name", model["name"])
+    names = model.get("class_names")
+    if names is not None and (
+        not isinstance(names, list)
+        or len(names) != classes
+        or not all(isinstance(n, str) and len(n) <= 256 for n in names)
+    ):
+        _fail(where, "model.class_names must be {} strings".format(classes))
+    palette = model.get("palette")
+    if palette is not None and (
+        not isinstance(palette, list)
+        or not 1 <= len(palette) <= MAX_LOGIT_CLASSES
+        or not all(
+            isinstance(c, list) and len(c) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in c)
+            for c in palette
+        )
+    ):
+        _fail(where, "model.palette must be a list of [r, g, b] triples of 0..255")
+
+    _str(where, "input.name", cin["name"])
+    if cin["channel_order"] not in ("RGB", "BGR"):
+        _fail(where, "input.channel_order must be 'RGB' or 'BGR'")
+    if not _is_number(cin["scale"]) or not cin["scale"] > 0:
+        _fail(where, "input.scale must be a finite number > 0, got {!r}".format(cin["scale"]))
+    _numbers(where, "input.mean", cin["mean"], 3)
+    _numbers(where, "input.std", cin["std"], 3, positive=True)
+    _int_in(where, "input.height", cin["height"], 1, MAX_SIDE)
+    _int_in(where, "input.width", cin["width"], 1, MAX_SIDE)
+    _int_in(where, "input.stride", cin["stride"], 1, MAX_STRIDE)
+    for key, allowed in (("layout", ("NCHW",)), ("dtype", ("float32",))):
+        if cin.get(key) is not None and cin[key] not in allowed:
+            _fail(where, "input.{} must be {}".format(key, " or ".join(allowed)))
+    dynamic = cin.get("dynamic")
+    if dynamic is not None:
+        if not isinstance(dynamic, dict) or any(k not in dynamic for k in ("min", "opt", "max")):
+            _fail(where, "input.dynamic must be null or {min, opt, max}")
+        lo, opt, hi = (_hw(where, "input.dynamic." + k, dynamic[k]) for k in ("min", "opt", "max"))
+        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+            _fail(where, "input.dynamic must satisfy min <= opt <= max")
+    engine = card.get("engine")
+    if engine is not None:
+        if not isinstance(engine, dict):
+            _fail(where, "engine must be an object")
+        plugins = engine.get("plugins")
+        if plugins is not None and (
+            not isinstance(plugins, list)
+            or not all(
+                isinstance(p, dict)
+                and isinstance(p.get("file"), str)
+                and isinstance(p.get("sha256"), str)
+                for p in plugins
+            )
+        ):
+            _fail(where, "engine.plugins must be a list of {file, sha256}")
+    if input_shape is not None or output_shape is not None:
+        check_graph(card, where, input_shape, output_shape)
+    return card
+
+
+def _fixed(dim):
+    return dim if _is_int(dim) and dim > 0 else None
+
+
+def check_graph(card, where, input_shape=None, output_shape=None):
+    """SegDeployError unless the (validated) card agrees with the graph's tensor shapes."""
+    cin, kind = card["input"], card["output"]["kind"]
+    if input_shape is not None:
+        shape = list(input_shape)
+        if len(shape) != 4 or _fixed(shape[1]) not in (None, 3):
+            raise SegDeployError(
+                "{}: the graph's input has shape {}, not N x 3 x H x W".format(where, shape)
+            )
+        fixed = (_fixed(shape[2]), _fixed(shape[3]))
+        if None not in fixed and not cin.get("dynamic") and fixed != (cin["height"], cin["width"]):
+            raise SegDeployError(
+                "{} says the input is {}x{} but the graph's input is fixed at {}x{}; use "
+                "{}x{} or re-export the graph at the size you want".format(
+                    where, cin["height"], cin["width"], fixed[0], fixed[1], fixed[0], fixed[1]
+                )
+            )
+    if output_shape is not None:
+        shape = list(output_shape)
+        rank = 3 if kind == "labels" else 4
+        if len(shape) != rank:
+            raise SegDeployError(
+                "{} says the output is {} ({}-D) but the graph's output has shape {}".format(
+                    where, kind, rank, shape
+                )
+            )
+        classes = card["model"]["num_classes"]
+        if kind == "logits" and _fixed(shape[1]) not in (None, classes):
+            raise SegDeployError(
+                "{} says {} classes but the graph's logits have {} channels".format(
+                    where, classes, shape[1]
+                )
+            )
     return card
 
 
@@ -55,11 +243,33 @@ def to_json(card):
 
 
 def from_json(text, where="model card"):
+    """Parse and validate a card from JSON text or UTF-8 bytes; SegDeployError for anything
+    malformed (bad encoding, deep nesting, oversize, wrong types)."""
+    if isinstance(text, bytes):
+        if len(text) > MAX_CARD_BYTES:
+            _fail(where, "it is larger than {} bytes".format(MAX_CARD_BYTES))
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            _fail(where, "it is not UTF-8 text (byte {})".format(exc.start))
+    if not isinstance(text, str):
+        _fail(where, "expected JSON text")
+    if len(text) > MAX_CARD_BYTES:
+        _fail(where, "it is larger than {} bytes".format(MAX_CARD_BYTES))
     try:
-        card = json.loads(text)
+        card = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        _fail(where, "it nests deeper than {} levels".format(MAX_DEPTH))
     except ValueError as exc:
-        raise SegDeployError("{} is not valid JSON: {}".format(where, exc)) from None
+        raise SegDeployError(
+            "{} is not valid JSON: {}".format(where, str(exc).splitlines()[0][:200])
+        ) from None
     return validate(card, where)
+
+
+def _reject_constant(name):
+    # NaN / Infinity are not JSON; Python's json accepts them unless told otherwise
+    raise ValueError("{} is not a JSON number".format(name))
 
 
 def write_sidecar(engine_path, card):
@@ -75,8 +285,12 @@ def read_sidecar(engine_path):
             "{} has no model card next to it ({} is missing); re-run segexport, "
             "which writes both".format(engine_path, path)
         )
-    with open(path, "r", encoding="utf-8") as f:
-        return from_json(f.read(), path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CARD_BYTES + 1)
+    except OSError as exc:
+        raise EngineError("cannot read {}: {}".format(path, exc.strerror or exc)) from None
+    return from_json(data, path)
 
 
 def with_engine(card, engine_info):

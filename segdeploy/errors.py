@@ -48,3 +48,11 @@ class EngineMismatchError(EngineError):
 
 class FrameError(SegDeployError, ValueError):
     """A frame passed to ``Runtime.infer`` that is not what the runtime expects."""
+
+
+class OutputError(SegDeployError):
+    """An output file or directory that cannot be written (full disk, read-only, a directory)."""
+
+
+class ManifestError(EngineError):
+    """An artifact whose content disagrees with the manifest (``report.json``) beside it."""

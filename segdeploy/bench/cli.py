@@ -24,14 +24,9 @@ def parse_resolutions(text, stride=None):
     """'512x1024,1024x2048' -> [(512, 1024), (1024, 2048)], checked against ``stride``."""
     sizes = []
     for item in str(text).split(","):
-        item = item.strip().lower()
-        parts = item.split("x")
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-            raise SegDeployError(
-                "--res takes HxW sizes like 512x1024 (comma-separated for "
-                "several), got {!r}".format(item)
-            )
-        h, w = int(parts[0]), int(parts[1])
+        from ..engines.profiles import parse_hw
+
+        h, w = parse_hw(item.strip(), "--res (HxW, comma-separated for several)")
         if stride and (h % stride or w % stride):
             down = (max(stride, h // stride * stride), max(stride, w // stride * stride))
             up = (-(-h // stride) * stride, -(-w // stride) * stride)
@@ -82,6 +77,21 @@ def build_parser():
     parser.add_argument("--plot", help="write a PNG of latency against resolution")
     parser.add_argument("--plot-metric", choices=("latency", "fps"), default="latency")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    trust = parser.add_argument_group("code from files (off unless asked for)")
+    trust.add_argument(
+        "--unsafe-pickle",
+        action="store_true",
+        help="allow a .pt2 --engine and --checkpoint files that pickle Python objects; loading "
+        "them can run code stored in them: only for files you trust",
+    )
+    trust.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="LIB.so",
+        help="TensorRT plugin library the --engine was built with (repeatable); loaded after "
+        "the engine's fingerprint check, and the only libraries ever loaded",
+    )
     return parser
 
 
@@ -132,11 +142,17 @@ def _engine_complexity(card, height, width):
 def _bench_engine(args, protocol, progress):
     from ..runtime.runtime import Runtime
 
-    if not os.path.exists(args.engine) and os.path.splitext(args.engine)[1]:
-        raise SegDeployError("engine file {} does not exist".format(args.engine))
+    if not os.path.isfile(args.engine) and os.path.splitext(args.engine)[1]:
+        from .._io import missing_file
+
+        raise SegDeployError(missing_file(args.engine, "engine file"))
     options = {}
     if args.threads is not None:
         options["threads"] = args.threads
+    if args.plugin:
+        options["plugins"] = list(args.plugin)
+    if args.unsafe_pickle:
+        options["unsafe"] = True
     runtime = Runtime(args.engine, device=args.device, **options)
     try:
         card = runtime.card
@@ -180,7 +196,7 @@ def _bench_model(args, protocol, progress):
     sizes = parse_resolutions(args.res or "512x1024", spec.stride)
     model = models.build(args.model)
     if args.checkpoint:
-        models.load_checkpoint(model, args.checkpoint)
+        models.load_checkpoint(model, args.checkpoint, allow_unsafe_pickle=args.unsafe_pickle)
     workdir = tempfile.mkdtemp(prefix="segbench-")
     peak_cache = {}
     records = []
@@ -234,10 +250,41 @@ def _zoo(args):
     return 0
 
 
+def check_arguments(args):
+    """One-line errors for bad numbers and unwritable outputs, before anything is benchmarked."""
+    from .._io import check_writable_file
+
+    for flag, value, low in (
+        ("--threads", args.threads, 1),
+        ("--warmup", args.warmup, 0),
+        ("--iters", args.iters, 1),
+    ):
+        if value is not None and value < low:
+            raise SegDeployError("{} must be at least {}, got {}".format(flag, low, value))
+    for flag, path in (("--json", args.json), ("--csv", args.csv), ("--plot", args.plot)):
+        if path:
+            check_writable_file(path, flag)
+    if args.plot:
+        from .._deps import require
+
+        require("matplotlib", "--plot")
+    if args.plugin and not str(args.engine or "").lower().endswith((".plan", ".engine")):
+        raise SegDeployError("--plugin goes with --engine FILE.plan (a TensorRT engine)")
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        return _main(args)
+    except KeyboardInterrupt:
+        print("segbench: interrupted; no results were written", file=sys.stderr)
+        return 130
+
+
+def _main(args):
+    try:
+        check_arguments(args)
         if args.zoo:
             return _zoo(args)
         protocol = protocols.get(args.protocol, args.warmup, args.iters)

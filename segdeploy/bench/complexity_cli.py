@@ -11,13 +11,9 @@ from ..errors import SegDeployError
 
 
 def _parse_res(text):
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SegDeployError(
-            "--res must be HEIGHTxWIDTH such as 1024x2048, got {!r}".format(text)
-        ) from None
-    return height, width
+    from ..engines.profiles import parse_hw
+
+    return parse_hw(text, "--res")
 
 
 def complexity_rows(names, input_hw):

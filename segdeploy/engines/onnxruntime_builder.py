@@ -15,6 +15,7 @@ import time
 from .. import card as card_mod
 from .._deps import require
 from .._io import atomic_path
+from ..errors import EngineError
 
 LEVELS = {
     "disable": "ORT_DISABLE_ALL",
@@ -91,9 +92,23 @@ def build_onnxruntime_engine(onnx_path, engine_path, card, threads=None, level="
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = int(threads)
-        ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT's own Fail/RuntimeException types, e.g. a full disk
+            text = str(exc).strip()
+            raise EngineError(
+                "ONNX Runtime could not optimize {} and save it as {}: {}".format(
+                    onnx_path,
+                    os.path.basename(engine_path),
+                    text.splitlines()[0][:300] if text else type(exc).__name__,
+                )
+            ) from None
         if not os.path.getsize(tmp):
-            raise RuntimeError("ONNX Runtime wrote an empty optimized model")
+            raise EngineError(
+                "ONNX Runtime wrote an empty {} (is the disk full?)".format(
+                    os.path.basename(engine_path)
+                )
+            )
     seconds = time.perf_counter() - start
     ops = optimized_op_counts(ort, onnx_path, level, threads)
     reorders = {k: ops.get(k, 0) for k in ("ReorderInput", "ReorderOutput")}

@@ -41,16 +41,32 @@ class ShapeProfile(_Profile):
         return all(lo <= v <= hi for lo, v, hi in zip(self.min, hw, self.max))
 
 
+# Larger than any camera frame a segmentation network is run on; a typo ("10240x20480") or
+# garbage stops here instead of allocating gigabytes.
+MAX_SIDE = 16384
+
+
 def parse_hw(text, what="--res"):
-    """'1024x2048' -> (1024, 2048)."""
-    match = re.match(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$", str(text))
+    """'1024x2048' -> (1024, 2048); ResolutionError (one line) for anything else.
+
+    The one size parser of every CLI: zero, negative, non-ASCII digits, missing parts and sides
+    above MAX_SIDE are refused with the flag's name.
+    """
+    match = re.match(r"^\s*([0-9]+)\s*[xX]\s*([0-9]+)\s*$", str(text))
     if not match:
         raise ResolutionError(
             "{} must be HEIGHTxWIDTH such as 1024x2048, got {!r}".format(what, text)
         )
     height, width = int(match.group(1)), int(match.group(2))
     if height <= 0 or width <= 0:
-        raise ResolutionError("{} must be positive, got {!r}".format(what, text))
+        raise ResolutionError(
+            "{} must be positive HEIGHTxWIDTH such as 1024x2048, got {!r}".format(what, text)
+        )
+    if height > MAX_SIDE or width > MAX_SIDE:
+        raise ResolutionError(
+            "{} {!r} is larger than {} pixels on a side; give the network input size, such "
+            "as 1024x2048".format(what, text, MAX_SIDE)
+        )
     return height, width
 
 

@@ -50,8 +50,12 @@ def load_plugins(paths):
     for path in paths or ():
         path = os.fspath(path)
         if not os.path.isfile(path):
+            from .._io import missing_file
+
             raise EngineError(
-                "plugin library {} does not exist; pass the .so built for this device".format(path)
+                "{}; pass the .so built for this device".format(
+                    missing_file(path, "plugin library")
+                )
             )
         try:
             ctypes.CDLL(os.path.abspath(path), mode=ctypes.RTLD_GLOBAL)

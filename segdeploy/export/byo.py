@@ -17,7 +17,9 @@ def load_onnx_and_card(args):
 
     path = args.onnx
     if not os.path.isfile(path):
-        raise SegDeployError("--onnx {} does not exist".format(path))
+        from .._io import missing_file
+
+        raise SegDeployError(missing_file(path, "--onnx"))
     try:
         proto = onnx.load(path)
         onnx.checker.check_model(proto)
@@ -42,7 +44,66 @@ def load_onnx_and_card(args):
                 path, len(proto.graph.input)
             )
         )
+    check_card_against_graph(proto, card, "--onnx {}".format(path))
     return proto, card, reference, spec
+
+
+def _dims(value_info):
+    return [d.dim_value if d.dim_value > 0 else -1 for d in value_info.type.tensor_type.shape.dim]
+
+
+def graph_input_hw(proto):
+    """(height, width) of a graph whose input size is fixed, else None."""
+    dims = _dims(proto.graph.input[0])
+    if len(dims) == 4 and dims[2] > 0 and dims[3] > 0:
+        return dims[2], dims[3]
+    return None
+
+
+def check_card_against_graph(proto, card, where):
+    """One line unless the card agrees with the graph: input size, output rank and classes."""
+    from .. import card as card_mod
+
+    card_mod.check_graph(card, where, _dims(proto.graph.input[0]), _dims(proto.graph.output[0]))
+    classes = _argmax_channels(proto)
+    if classes is not None and classes != card["model"]["num_classes"]:
+        raise SegDeployError(
+            "{}: the card says {} classes but the graph's argmax runs over {} channels; "
+            "pass --num-classes {}".format(where, card["model"]["num_classes"], classes, classes)
+        )
+
+
+def _argmax_channels(proto):
+    """Channels of the logits that the labels output is the argmax of (None when unknown)."""
+    import onnx
+
+    out = proto.graph.output[0].name
+    node = next((n for n in proto.graph.node if out in n.output), None)
+    if node is None or node.op_type != "ArgMax":
+        return None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # a graph shape inference cannot follow: nothing to compare
+        return None
+    for info in list(inferred.graph.value_info) + list(inferred.graph.output):
+        if info.name == node.input[0]:
+            dims = _dims(info)
+            if len(dims) > axis and dims[axis] > 0:
+                return dims[axis]
+    return None
+
+
+def check_res_against_graph(proto, profile, flag="--res"):
+    """One line when the graph's input is fixed at another size than the one asked for."""
+    fixed = graph_input_hw(proto)
+    if fixed is not None and (profile.min != fixed or profile.max != fixed):
+        raise SegDeployError(
+            "{} asks for {}x{} but the graph's input is fixed at {}x{}; drop {} or "
+            "re-export the graph at that size".format(
+                flag, profile.opt[0], profile.opt[1], fixed[0], fixed[1], flag
+            )
+        )
 
 
 def _card_from_graph(proto, spec, args):
@@ -65,6 +126,11 @@ def _card_from_graph(proto, spec, args):
         from ..engines.profiles import parse_hw
 
         height, width = parse_hw(args.res)
+        if dims[2] and dims[3] and (height, width) != (dims[2], dims[3]):
+            raise SegDeployError(
+                "--res {} disagrees with the graph's input, fixed at {}x{}; drop --res or "
+                "re-export the graph at that size".format(args.res, dims[2], dims[3])
+            )
     elif dims[2] and dims[3]:
         height, width = dims[2], dims[3]
     else:

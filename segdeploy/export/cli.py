@@ -4,7 +4,7 @@ segexport --model regseg [--checkpoint ckpt.pth] [--num-classes N] [--res 1024x2
           [--fp16] [--output labels|logits] [--opset 13] [--dynamic 512x1024:1024x2048]
           [--backend auto|onnxruntime|tensorrt] [--out DIR] [--name NAME]
 segexport --onnx my_model.onnx ...          # bring-your-own graph: skip to verification/build
-segexport --model path/to/file.py:factory   # bring-your-own nn.Module
+segexport --model path/to/file.py:factory   # bring-your-own nn.Module (runs that file's code)
 """
 
 import argparse
@@ -34,7 +34,11 @@ def parser():
     )
     add_version(p)
     src = p.add_argument_group("what to export")
-    src.add_argument("--model", help="zoo name (see segcomplexity) or path/to/file.py:factory")
+    src.add_argument(
+        "--model",
+        help="zoo name (see segcomplexity) or path/to/file.py:factory; a .py file is "
+        "IMPORTED AND RUN as Python code (like `python file.py`): only pass files you trust",
+    )
     src.add_argument("--onnx", help="an existing ONNX graph: skip export, verify and build")
     src.add_argument("--checkpoint", help="weights (.pth); without it the weights are random")
     src.add_argument(
@@ -124,16 +128,46 @@ def main(argv=None):
             args.res = "1024x2048"
         if args.verify_inputs < 1:
             raise SegDeployError("--verify-inputs must be at least 1")
+        check_arguments(args)
         from .pipeline import run
 
         run(args)
     except SegDeployError as exc:
-        print("segexport: error: {}".format(exc), file=sys.stderr)
+        text = str(exc).strip()
+        print(
+            "segexport: error: {}".format(text.splitlines()[0] if text else type(exc).__name__),
+            file=sys.stderr,
+        )
         return 2
-    except KeyboardInterrupt:
-        print("segexport: interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        # The staging folder is gone and --out holds the previous export unchanged.
+        print(
+            "segexport: interrupted; {} was left as it was (no new file was moved in)".format(
+                args.out
+            ),
+            file=sys.stderr,
+        )
+        return 128 + getattr(exc, "signum", 2)
     return 0
+
+
+def check_arguments(args):
+    """One-line SegDeployErrors for numbers out of range, before any work is done."""
+    from ..card import MAX_CLASSES
+
+    if args.num_classes is not None and not 1 <= args.num_classes <= MAX_CLASSES:
+        raise SegDeployError(
+            "--num-classes must be between 1 and {} (label maps are uint8), got {}".format(
+                MAX_CLASSES, args.num_classes
+            )
+        )
+    for flag, value in (
+        ("--threads", args.threads),
+        ("--workspace", args.workspace),
+        ("--stride", args.stride),
+    ):
+        if value is not None and value < 1:
+            raise SegDeployError("{} must be a positive integer, got {}".format(flag, value))
 
 
 if __name__ == "__main__":

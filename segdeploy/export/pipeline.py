@@ -12,6 +12,7 @@ import time
 from .. import card as card_mod
 from .._io import check_writable_dir, write_json
 from ..errors import SegDeployError, VerificationError
+from ..manifest import check_plain_name
 
 
 class Steps:
@@ -51,26 +52,57 @@ def user_model_spec(name, num_classes, stride, builder=None):
     )
 
 
+def _first_line(exc):
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    return "{}: {}".format(type(exc).__name__, line[:200]) if line else type(exc).__name__
+
+
 def load_user_model(reference, stride):
-    """``path/to/file.py:factory`` -> (nn.Module, spec)."""
+    """``path/to/file.py:factory`` -> (nn.Module, spec).
+
+    This IMPORTS AND RUNS the file, like ``python file.py`` would: the user asked for exactly
+    that by naming it (``--help`` and the README say so). Its failures are one line each.
+    """
     path, _, factory = reference.rpartition(":")
     if not os.path.isfile(path):
-        raise SegDeployError("--model {}: file {} does not exist".format(reference, path))
+        from .._io import missing_file
+
+        raise SegDeployError("--model {}: {}".format(reference, missing_file(path, "file")))
     module_spec = importlib.util.spec_from_file_location("segexport_user_model", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise SegDeployError(
-            "--model {}: importing {} failed: {}".format(reference, path, exc)
+            "--model {}: importing {} failed: {}".format(reference, path, _first_line(exc))
         ) from None
     fn = getattr(module, factory, None)
     if fn is None or not callable(fn):
         raise SegDeployError("--model {}: {} has no callable {!r}".format(reference, path, factory))
-    model = fn().eval()
+    try:
+        model = fn()
+    except (Exception, SystemExit) as exc:
+        raise SegDeployError(
+            "--model {}: {}() raised {}".format(reference, factory, _first_line(exc))
+        ) from None
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise SegDeployError(
+            "--model {}: {}() returned {}, not a torch.nn.Module; return the model".format(
+                reference, factory, type(model).__name__
+            )
+        )
+    model = model.eval()
     num_classes = getattr(model, "num_classes", None)
+    if not (isinstance(num_classes, int) and not isinstance(num_classes, bool)):
+        num_classes = None  # an attribute of another meaning: count from the output instead
+    stride_attr = getattr(model, "output_stride", None)
+    if not (isinstance(stride_attr, int) and stride_attr >= 1):
+        stride_attr = None
     name = os.path.splitext(os.path.basename(path))[0]
-    stride = stride or getattr(model, "output_stride", 32)
+    stride = stride or stride_attr or 32
     return model, user_model_spec(name, num_classes, stride, fn)
 
 
@@ -92,11 +124,44 @@ def build_model(args):
     return model.eval(), spec, sha
 
 
-def _num_classes_of(model, height, width):
+def check_user_output(model, height, width, num_classes=None):
+    """The class count of a bring-your-own model, from one forward pass that must return a
+    1 x K x H' x W' logits tensor (one line otherwise)."""
     import torch
 
-    with torch.no_grad():
-        return int(model(torch.zeros(1, 3, height, width)).shape[1])
+    try:
+        with torch.no_grad():
+            output = model(torch.zeros(1, 3, height, width))
+    except Exception as exc:
+        raise SegDeployError(
+            "--model: a forward pass at {}x{} failed: {}".format(height, width, _first_line(exc))
+        ) from None
+    if not isinstance(output, torch.Tensor):
+        raise SegDeployError(
+            "--model: the model returns {}, not one logits tensor; return the N x classes x H x "
+            "W logits alone (e.g. drop auxiliary outputs in eval mode)".format(
+                type(output).__name__
+            )
+        )
+    shape = tuple(output.shape)
+    if output.ndim != 4 or shape[0] != 1 or not output.is_floating_point():
+        raise SegDeployError(
+            "--model: the model returns a {} tensor of shape {}; segdeploy needs float logits "
+            "of shape N x classes x H x W".format(output.dtype, shape)
+        )
+    from ..card import MAX_CLASSES
+
+    if num_classes is not None and num_classes != shape[1]:
+        raise SegDeployError(
+            "--model: --num-classes / model.num_classes says {} but the model returns {} "
+            "channels".format(num_classes, shape[1])
+        )
+    if not 1 <= shape[1] <= MAX_CLASSES:
+        raise SegDeployError(
+            "--model: the model returns {} channels; segdeploy's label maps hold 1..{} "
+            "classes".format(shape[1], MAX_CLASSES)
+        )
+    return int(shape[1])
 
 
 def tensorrt_version(args):
@@ -140,10 +205,25 @@ def choose_backend(requested, print_trtexec):
 
 
 def run(args, stream=None):
-    """Run the whole pipeline for parsed CLI ``args``; returns the report dict."""
+    """Run the whole pipeline for parsed CLI ``args``; returns the report dict.
+
+    One export is one consistent set: while ``--out`` is locked against a second export, every
+    file is written into a private staging folder inside it and moved into place at the end,
+    ``report.json`` (the manifest with every artifact's SHA-256) last. An error, SIGINT or
+    SIGTERM removes the staging folder and leaves ``--out`` as it was.
+    """
+    from ..manifest import Staging, lock_directory, terminate_as_interrupt
+
+    if args.name is not None:
+        check_plain_name(args.name)
+    out_dir = check_writable_dir(args.out)
+    with terminate_as_interrupt(), lock_directory(out_dir), Staging(out_dir) as staging:
+        return _run_staged(args, stream, staging)
+
+
+def _run_staged(args, stream, staging):
     from ..engines.profiles import derive_profile
 
-    out_dir = check_writable_dir(args.out)
     backend, backend_reason = choose_backend(args.backend, args.print_trtexec)
     trt_version = tensorrt_version(args)
     if backend == "tensorrt" or args.print_trtexec:
@@ -166,6 +246,9 @@ def run(args, stream=None):
             args.dynamic,
             card["input"]["stride"],
         )
+        from .byo import check_res_against_graph
+
+        check_res_against_graph(proto, profile, "--dynamic" if args.dynamic else "--res")
     else:
         model, spec, sha = steps.run(
             "build {} and load weights".format(args.model), build_model, args
@@ -185,8 +268,14 @@ def run(args, stream=None):
                 "export one static --res per resolution you deploy".format(spec.name, *profile.opt)
             )
         height, width = profile.opt
-        # A zoo model was built with its class count; only a user's model needs a forward pass.
-        num_classes = args.num_classes or spec.num_classes or _num_classes_of(model, height, width)
+        # A zoo model was built with its class count; only a user's model needs a forward pass
+        # (which also checks that it returns one logits tensor).
+        if spec.family == "user":
+            num_classes = check_user_output(
+                model, height, width, args.num_classes or spec.num_classes
+            )
+        else:
+            num_classes = args.num_classes or spec.num_classes
         from . import fold_batchnorm
         from .fold import FoldError, count_batchnorms
 
@@ -244,7 +333,9 @@ def run(args, stream=None):
     inputs = verify.random_inputs(card, args.verify_inputs)
     if args.images:
         inputs += verify.image_inputs(args.images, card)[0]
-    onnx_path = os.path.join(out_dir, name + ".onnx")
+    # Files are written into the staging folder; report and messages name their final paths.
+    stage_dir = staging.path
+    onnx_path = os.path.join(stage_dir, name + ".onnx")
     if reference is not None:
 
         def verify_fp32():
@@ -263,9 +354,12 @@ def run(args, stream=None):
         if failure:
             from .onnx_export import save_model
 
-            failed = onnx_path + ".failed"
-            save_model(proto, failed)
-            write_json(os.path.join(out_dir, "report.json"), report)
+            # Kept for inspection outside the export's set: report.json stays the manifest of
+            # the previous, good export.
+            save_model(proto, onnx_path + ".failed")
+            write_json(os.path.join(stage_dir, "report.failed.json"), report)
+            failed = staging.move_out(name + ".onnx.failed")
+            staging.move_out("report.failed.json")
             raise VerificationError(
                 "the exported graph disagrees with PyTorch ({}); kept it as {} for "
                 "inspection".format(failure, failed)
@@ -296,7 +390,7 @@ def run(args, stream=None):
             steps.say(_describe(fp16))
             card["parity"]["fp16"] = _summary(fp16)
             report["parity_fp16"] = fp16
-        fp16_path = os.path.join(out_dir, name + ".fp16.onnx")
+        fp16_path = os.path.join(stage_dir, name + ".fp16.onnx")
 
     # --- write ----------------------------------------------------------------------------
     from .onnx_export import save_model, set_card
@@ -316,9 +410,12 @@ def run(args, stream=None):
 
     written = steps.run("write ONNX with model card (metadata + sidecar JSON)", write_all)
     for path in written:
-        steps.say(path)
+        steps.say(staging.final(os.path.basename(path)))
     report["card"] = card
-    report["artifacts"] = {"onnx": onnx_path, "onnx_fp16": fp16_path}
+    report["artifacts"] = {
+        "onnx": staging.final(name + ".onnx"),
+        "onnx_fp16": staging.final(name + ".fp16.onnx") if fp16_path else None,
+    }
 
     # --- engine ---------------------------------------------------------------------------
     engine_path, engine_card = _build_engine(
@@ -326,23 +423,32 @@ def run(args, stream=None):
         steps,
         backend,
         backend_reason,
-        out_dir,
+        stage_dir,
         name,
         (onnx_path, fp16_path),
         card,
         profile,
         trt_version,
     )
+    if engine_path:
+        written.append(engine_path)
+        if os.path.isfile(card_mod.sidecar_path(engine_path)):
+            written.append(card_mod.sidecar_path(engine_path))
+        engine_path = staging.final(os.path.basename(engine_path))
     report["artifacts"]["engine"] = engine_path
     report["engine"] = engine_card.get("engine") if engine_card else None
-    write_json(os.path.join(out_dir, "report.json"), report)
-    steps.say("report: {}".format(os.path.join(out_dir, "report.json")))
-    _print_next(engine_path or onnx_path, card, stream or sys.stdout)
+    # The set moves into --out at once, the manifest (report.json) last.
+    report = staging.commit([os.path.basename(p) for p in written], report)
+    steps.say("report and manifest: {}".format(staging.final("report.json")))
+    _print_next(engine_path or staging.final(name + ".onnx"), card, stream or sys.stdout)
     return report
 
 
 def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, profile, trt_version):
+    # out_dir is the staging folder; the timing cache outlives exports, so it lives in --out.
     from ..engines import build_tensorrt_engine, trtexec_command
+
+    final_dir = args.out
 
     onnx_path, fp16_path = paths
     precision = "fp16" if args.fp16 else "fp32"
@@ -352,7 +458,7 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
     plan = os.path.join(out_dir, name + ".plan")  # precision is in the sidecar
     options = {
         "profile": None if profile.is_static else profile,
-        "timing_cache": args.timing_cache or os.path.join(out_dir, "timing.cache"),
+        "timing_cache": args.timing_cache or os.path.join(final_dir, "timing.cache"),
         "opt_level": args.opt_level,
         "plugins": tuple(args.plugin),
     }
@@ -360,8 +466,8 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
         options["workspace_mib"] = args.workspace
     if args.print_trtexec or backend == "tensorrt":
         line = trtexec_command(
-            trt_source,
-            plan,
+            os.path.join(final_dir, os.path.basename(trt_source)),
+            os.path.join(final_dir, os.path.basename(plan)),
             precision,
             input_name=card["input"]["name"],
             tensorrt_version=trt_version,
@@ -399,7 +505,11 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
     if args.fp16:
         why += "; FP16 engines need a GPU, so this engine is FP32 (the FP16 ONNX is written)"
     steps.say(why)
-    steps.say("{} ({} graph optimizations, saved in ORT format)".format(engine_path, "all"))
+    steps.say(
+        "{} ({} graph optimizations, saved in ORT format)".format(
+            os.path.join(final_dir, os.path.basename(engine_path)), "all"
+        )
+    )
     return engine_path, engine_card
 
 

@@ -29,24 +29,65 @@ def read_checkpoint(path: str, allow_unsafe_pickle: bool = False) -> Dict:
     import torch
 
     if not os.path.isfile(path):
-        raise CheckpointError("checkpoint {} does not exist".format(path))
+        from .._io import missing_file
+
+        raise CheckpointError(missing_file(path, "checkpoint"))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if not allow_unsafe_pickle and found:
-            hint = "load_checkpoint(..., allow_unsafe_pickle=True), --unsafe-pickle on the CLI"
-            raise CheckpointError(
-                "checkpoint {} pickles a Python object ({}) that weights_only loading refuses; "
-                "if you trust its source, allow unsafe pickles ({})".format(
-                    path, found.group(1), hint
-                )
-            ) from None
-        if "WeightsUnpickler error" in str(exc) or "invalid load key" in str(exc):
-            text = "not a PyTorch checkpoint, or a truncated one"
-        raise CheckpointError("cannot read checkpoint {}: {}".format(path, text[:300])) from None
+        raise CheckpointError(describe_load_error(path, exc, allow_unsafe_pickle)) from None
     return unwrap_state_dict(obj, path)
+
+
+# torch's messages, mapped to what they mean for a user; checked in this order
+_KNOWN_FAILURES = (
+    (
+        "failed finding central directory",
+        "the file is truncated or damaged (its zip archive "
+        "is incomplete); copy or download it again",
+    ),
+    (
+        "miniz",
+        "the file is truncated or damaged (its zip archive is unreadable); copy or "
+        "download it again",
+    ),
+    ("WeightsUnpickler error", "not a PyTorch checkpoint, or a truncated one"),
+    ("invalid load key", "not a PyTorch checkpoint, or a truncated one"),
+    ("Ran out of input", "the file is empty or truncated"),
+)
+
+
+def describe_load_error(path: str, exc: BaseException, allow_unsafe_pickle: bool = False) -> str:
+    """One line for a failed ``torch.load``: what is wrong with the file and what to do."""
+    text = str(exc)
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", text)
+    if found and not allow_unsafe_pickle:
+        blocked = " (a function a checkpoint has no reason to call)" if "blocked" in text else ""
+        return (
+            "checkpoint {} pickles a Python object ({}{}) that weights-only loading refuses; "
+            "if you trust its source, pass --unsafe-pickle (allow_unsafe_pickle=True in "
+            "Python), which lets it run code".format(path, found.group(1), blocked)
+        )
+    for needle, meaning in _KNOWN_FAILURES:
+        if needle in text:
+            return "cannot read checkpoint {}: {}".format(path, meaning)
+    first = text.strip().splitlines()[0].strip() if text.strip() else ""
+    if isinstance(exc, (KeyError, EOFError, UnicodeDecodeError)) or len(first) < 8:
+        # e.g. KeyError('101') for a text file: torch's message says nothing to a user
+        return (
+            "cannot read checkpoint {}: not a PyTorch checkpoint, or a truncated one ({})".format(
+                path, type(exc).__name__
+            )
+        )
+    return "cannot read checkpoint {}: {}".format(path, _clip(first, 240))
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` cut at a word boundary with an ellipsis, never mid-word."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + " ..."
 
 
 def unwrap_state_dict(obj, path: str = "checkpoint") -> Dict:

@@ -123,7 +123,9 @@ def backend_for(path):
 def open_engine(path, **options):
     """Open ``path`` with the backend its suffix names; ``options`` go to the backend."""
     if not os.path.isfile(os.fspath(path)):
-        raise EngineError("engine file {} does not exist".format(path))
+        from .._io import missing_file
+
+        raise EngineError(missing_file(path, "engine file"))
     module_name, class_name = backend_for(path)
     cls = getattr(importlib.import_module(module_name), class_name)
     check_options(cls, options)

@@ -32,14 +32,31 @@ class Postprocessor(object):
                     self.num_classes
                 )
             )
-        self._scratch = {}  # (name, shape) -> buffer
+        # name -> one flat buffer, viewed at the shape each call needs. A video has one frame
+        # size, so reuse matters; a stream of ever-new sizes must not keep a K x H x W float
+        # buffer per size (200 sizes once took 1.5 GB). The buffer grows by half again when a
+        # larger frame needs more (few reallocations for a slowly growing size) and shrinks when
+        # a frame needs less than an eighth of it: memory stays within 1.5x the largest recent
+        # frame's needs, per name.
+        self._scratch = {}
+
+    GROWTH = 1.5
+    SHRINK_BELOW = 1.0 / 8
 
     def _buffer(self, name, shape, dtype):
-        key = (name, shape, np.dtype(dtype).str)
-        buf = self._scratch.get(key)
-        if buf is None:
-            buf = self._scratch[key] = np.empty(shape, dtype)
-        return buf
+        dtype = np.dtype(dtype)
+        size = int(np.prod(shape))
+        flat = self._scratch.get(name)
+        if (
+            flat is None
+            or flat.dtype != dtype
+            or flat.size < size
+            or size < flat.size * self.SHRINK_BELOW
+        ):
+            grown = flat is not None and flat.dtype == dtype and flat.size < size
+            flat = np.empty(int(size * self.GROWTH) if grown else size, dtype)
+            self._scratch[name] = flat
+        return flat[:size].reshape(shape)
 
     def labels_from_logits(self, logits):
         """(K, h, w) float logits -> (h, w) uint8 argmax, by a running maximum (first wins ties)."""
@@ -121,7 +138,7 @@ class Visualizer(object):
     def __init__(self, palette_rgb, order="BGR"):
         # 256 entries so that any uint8 label indexes it; labels beyond the palette are black.
         table = np.zeros((256, 3), np.uint8)
-        table[: len(palette_rgb)] = palette_rgb
+        table[: min(len(palette_rgb), 256)] = palette_rgb[:256]
         self.order = order.upper()
         self._table = table[:, ::-1].copy() if self.order == "BGR" else table
 

@@ -146,6 +146,10 @@ class Preprocessor(object):
         """The (batch, 3, h, w) float32 input buffer, allocated on first use of that batch size."""
         buf = self._buffers.get(batch)
         if buf is None:
+            # Bounded: single frames' buffer and the last batch size (infer_batch on a dynamic
+            # batch axis may see every size from 1 to N).
+            for key in [k for k in self._buffers if k != 1]:
+                del self._buffers[key]
             buf = np.empty((batch, 3, self.height, self.width), np.float32)
             self._buffers[batch] = buf
         return buf

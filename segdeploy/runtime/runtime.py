@@ -28,7 +28,12 @@ class Runtime(object):
     ``device`` goes to the backend (``"cpu"``, ``"cuda"``, ...; None: the backend's choice).
     ``rgb=True`` declares frames RGB instead of OpenCV's BGR. ``input_size=(h, w)`` sets the
     network resolution where the engine allows it (PyTorch, dynamic ONNX); otherwise the card's.
-    Other keyword arguments go to the backend (e.g. ``threads``, ``graph_optimization``, ``fp16``).
+    Other keyword arguments go to the backend (e.g. ``threads``, ``graph_optimization``, ``fp16``,
+    ``plugins`` for TensorRT plugin libraries: the only libraries ever loaded).
+
+    Nothing in a file runs as code: a ``.pt2`` (which ``torch.export.load`` may unpickle) is
+    refused unless ``unsafe=True``; a file that disagrees with the ``report.json`` manifest of
+    its folder is refused (``segdeploy.manifest.verify_artifact``).
 
     Pre- and post-processing follow the model card: frames are resized to the network size
     (``interpolation``, bilinear by default), normalized as the card says, and the label map is
@@ -52,10 +57,25 @@ class Runtime(object):
         rgb=False,
         input_size=None,
         interpolation="linear",
+        unsafe=False,
         **backend_options,
     ):
         self._lock = threading.Lock()
         self._closed = False
+        if not isinstance(path, Engine):
+            text = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
+            if text.lower().endswith(".pt2"):
+                # Refused before torch is imported: opening a .pt2 can run code (see
+                # torch_backend.check_program); unsafe=True is the caller's explicit opt-in.
+                from .torch_backend import check_program
+
+                check_program(text, unsafe)
+                backend_options["unsafe"] = True
+            elif os.path.isfile(text):
+                # A file whose bytes disagree with the export's manifest is refused here.
+                from ..manifest import verify_artifact
+
+                verify_artifact(text)
         self.engine = self._open(path, device, input_size, backend_options)
         try:
             self._configure(path, rgb, input_size, interpolation)
@@ -70,6 +90,10 @@ class Runtime(object):
         if device is not None:
             options["device"] = device
         text = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
+        if os.path.isdir(text):
+            from .._io import missing_file
+
+            raise EngineError(missing_file(text, "engine file"))
         suffix = os.path.splitext(text)[1].lower()
         if suffix in BACKENDS:
             return open_engine(text, **options)
@@ -101,7 +125,16 @@ class Runtime(object):
                 "sidecar .json); export it with segexport, or pass input_size for "
                 "a zoo model".format(path, card_mod.METADATA_KEY)
             )
-        self.card = card_mod.validate(card)
+        output_names = [o.name for o in engine.outputs]
+        main_output = engine.outputs[0] if engine.outputs else None
+        if main_output is not None and card.get("output", {}).get("name") in output_names:
+            main_output = engine.outputs[output_names.index(card["output"]["name"])]
+        self.card = card_mod.validate(
+            card,
+            "the model card of {}".format(path),
+            input_shape=engine.inputs[0].shape if len(engine.inputs) == 1 else None,
+            output_shape=main_output.shape if main_output is not None else None,
+        )
         cin, cout = card["input"], card["output"]
         height, width = int(cin["height"]), int(cin["width"])
         if input_size is not None:

@@ -8,8 +8,9 @@ a page-locked host buffer and a device buffer are allocated once, sized for the 
 ``infer`` copies in, executes and copies out asynchronously on one CUDA stream, then synchronizes.
 
 Options (keyword arguments of ``TensorRTEngine``): ``device`` (CUDA index, default 0), ``check``
-(default True; False loads despite a fingerprint mismatch, for experts), ``plugins`` (library
-paths replacing those recorded at build time), ``verbose``.
+(default True; False loads despite a fingerprint mismatch, for experts), ``plugins`` (the plugin
+library paths to load: the sidecar only names the libraries a plan was built with, with their
+SHA-256, and nothing is loaded from it), ``verbose``.
 
 Output dtypes are the engine's (read from the engine, never assumed): labels are int32 from
 TensorRT 8.x's TopK and int64 from 10.x; uint8 and float outputs pass through. Outputs live in
@@ -43,6 +44,44 @@ def check_plan_file(path, sidecar):
     problem = fingerprint.check_plan_size(built, os.path.getsize(os.fspath(path)))
     if problem:
         raise EngineError("{} {}".format(path, problem))
+
+
+def check_plugins(path, sidecar, plugins):
+    """The {file name: sha256} of the plugin libraries the caller passed, hashed, not loaded.
+
+    Plugin libraries run code when loaded (their constructors), so they are loaded only from
+    paths the caller passes, never from the sidecar, which only *names* them with their hashes.
+    EngineMismatchError (one line) when a library the plan was built with is not among them or
+    differs; checked before TensorRT is imported, so it holds where TensorRT is missing too.
+    """
+    from .._io import missing_file
+
+    hashes = {}
+    for plugin in plugins or ():
+        plugin = os.fspath(plugin)
+        if not os.path.isfile(plugin):
+            raise EngineError(
+                "{}; pass the .so built for this device".format(
+                    missing_file(plugin, "plugin library")
+                )
+            )
+        hashes[os.path.basename(plugin)] = fingerprint.sha256_file(plugin)
+    for named in (sidecar.get("engine") or {}).get("plugins") or []:
+        name, want = named.get("file"), named.get("sha256")
+        have = hashes.get(name)
+        if have is None:
+            raise EngineMismatchError(
+                "{} was built with the plugin library {} (sha256 {}), which is not loaded: "
+                "segdeploy loads plugins only from paths you pass (plugins=[...] / --plugin "
+                "{}), never from the sidecar".format(path, name, str(want)[:16], name)
+            )
+        if have != want:
+            raise EngineMismatchError(
+                "the plugin library {} you passed differs from the one {} was built with "
+                "(sha256 {} vs {}); pass the library it was built with, or rebuild the "
+                "engine with this one".format(name, path, have[:16], str(want)[:16])
+            )
+    return hashes
 
 
 def preflight(path, sidecar, here, plugin_hashes=None):
@@ -86,16 +125,16 @@ class TensorRTEngine(Engine):
         self.card = card_mod.read_sidecar(self.path)
         self.fingerprint = self.card.get("engine") or {}
         check_plan_file(self.path, self.card)
+        plugins = list(plugins or ())  # never the sidecar's: it names libraries, it does not pick
+        hashes = check_plugins(self.path, self.card, plugins) if check else {}
         trt = require("tensorrt", "running TensorRT engines")
         from ..engines import tensorrt_builder
 
         device_info, _ = tensorrt_builder.current_device(device)
-        if plugins is None:
-            plugins = [p.get("path") for p in self.fingerprint.get("plugins") or []]
-        loaded = tensorrt_builder.load_plugins([p for p in plugins if p])
         here = {"tensorrt": trt.__version__, "device": device_info}
         if check:
-            preflight(self.path, self.card, here, {p["file"]: p["sha256"] for p in loaded})
+            preflight(self.path, self.card, here, hashes)
+        tensorrt_builder.load_plugins(plugins)  # only now, and only what the caller passed
         self.logger = tensorrt_builder.make_logger(trt, verbose)
         trt.init_libnvinfer_plugins(self.logger, "")
         with open(self.path, "rb") as f:

@@ -34,6 +34,27 @@ def is_torch_source(path):
     return not os.path.splitext(text)[1] and not os.path.exists(text)
 
 
+def check_program(path, unsafe=False):
+    """EngineError unless the exported program ``path`` exists and the caller opted in.
+
+    ``torch.export.load`` unpickles parts of a ``.pt2`` archive and falls back to full (code-
+    running) unpickling when the safe load fails, so opening one runs whatever code it carries.
+    segdeploy opens ``.pt2`` files only with ``unsafe=True`` (``--unsafe-pickle``), and checks
+    this before torch is imported.
+    """
+    if not os.path.isfile(path):
+        from .._io import missing_file
+
+        raise EngineError(missing_file(path, "exported program"))
+    if not unsafe:
+        raise EngineError(
+            "{} is an exported PyTorch program, and loading one can run code stored in it "
+            "(torch.export.load unpickles); if you trust its source pass unsafe=True "
+            "(--unsafe-pickle in segbench), or export the model with segexport and "
+            "run the .onnx".format(path)
+        )
+
+
 def _card_for(spec, num_classes, height, width, output):
     """The model card of a zoo model, as segexport would write it."""
     from ..export import make_card
@@ -62,6 +83,7 @@ class TorchEngine(Engine):
         threads=None,
         cudnn_benchmark=True,
         allow_unsafe_pickle=False,
+        unsafe=False,
     ):
         super(TorchEngine, self).__init__()
         torch = require("torch", "the PyTorch backend")
@@ -80,7 +102,7 @@ class TorchEngine(Engine):
             raise EngineError("fp16 needs a CUDA device; on the CPU use fp32")
         if cuda_graphs and self.device_kind != "cuda":
             raise EngineError("cuda_graphs needs a CUDA device")
-        model, spec = self._load(source, checkpoint, num_classes, allow_unsafe_pickle)
+        model, spec = self._load(source, checkpoint, num_classes, allow_unsafe_pickle or unsafe)
         if fold_bn:
             from ..export import fold_batchnorm
 
@@ -122,12 +144,14 @@ class TorchEngine(Engine):
             return source, getattr(source, "segdeploy_spec", None)
         text = str(source)
         if text.lower().endswith(PROGRAM_SUFFIXES):
-            if not os.path.isfile(text):
-                raise EngineError("exported program {} does not exist".format(text))
+            check_program(text, allow_unsafe_pickle)
             try:
                 program = torch.export.load(text)
             except Exception as exc:
-                raise EngineError("cannot load exported program {}: {}".format(text, exc)) from None
+                first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                raise EngineError(
+                    "cannot load exported program {}: {}".format(text, first or type(exc).__name__)
+                ) from None
             return program.module(), None
         from .. import models
 
