@@ -100,13 +100,11 @@ def _num_classes_of(model, height, width):
 
 
 def tensorrt_version(args):
-    """The TensorRT version the engine or trtexec line is for: installed, else --trt-version."""
-    try:
-        import tensorrt
+    """The TensorRT version the trtexec line and the opset check are for: --trt-version when
+    given (even where another TensorRT is installed), else the installed one, else 10.x."""
+    from ..engines.build_cli import target_version
 
-        return tuple(int(v) for v in tensorrt.__version__.split(".")[:2])
-    except ImportError:
-        return args.trt_version
+    return target_version(args.trt_version)
 
 
 def check_target_opset(opset, backend, trt_version):
@@ -146,11 +144,18 @@ def run(args, stream=None):
     out_dir = check_writable_dir(args.out)
     backend, backend_reason = choose_backend(args.backend, args.print_trtexec)
     trt_version = tensorrt_version(args)
-    if backend == "tensorrt" or args.print_trtexec:
+    byo_onnx = args.onnx is not None
+    if byo_onnx and not args.model:
+        # Nothing is exported (no torch needed): the file's own opset is checked for the
+        # target by segbuild's graph check. On a device without onnx, segbuild does the rest.
+        if importlib.util.find_spec("onnx") is None:
+            from ..engines.build_cli import run_for_segexport
+
+            return run_for_segexport(args, backend, backend_reason, stream)
+    elif backend == "tensorrt" or args.print_trtexec:
         check_target_opset(args.opset, "tensorrt", trt_version)
     else:
         check_target_opset(args.opset, backend, None)
-    byo_onnx = args.onnx is not None
     steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0), stream)
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
@@ -342,13 +347,12 @@ def run(args, stream=None):
 
 
 def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, profile, trt_version):
-    from ..engines import build_tensorrt_engine, trtexec_command
+    # segbuild's code: TensorRT 11 builds FP16 only from NAME.fp16.onnx (written above), older
+    # releases from the FP32 graph with the FP16 flag (their FP16 tactics choose per layer).
+    from ..engines import build_cli
 
     onnx_path, fp16_path = paths
     precision = "fp16" if args.fp16 else "fp32"
-    # TensorRT 11 builds FP16 only from the FP16-typed graph; older versions from the FP32 one
-    # with the FP16 flag (their FP16 tactics choose per layer).
-    trt_source = fp16_path if (args.fp16 and trt_version and trt_version >= (11,)) else onnx_path
     plan = os.path.join(out_dir, name + ".plan")  # precision is in the sidecar
     options = {
         "profile": None if profile.is_static else profile,
@@ -359,26 +363,19 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
     if args.workspace:
         options["workspace_mib"] = args.workspace
     if args.print_trtexec or backend == "tensorrt":
-        line = trtexec_command(
-            trt_source,
-            plan,
-            precision,
-            input_name=card["input"]["name"],
-            tensorrt_version=trt_version,
-            **options,
-        )
+        line = build_cli.trtexec_line(onnx_path, plan, card, precision, trt_version, options)
         steps.say("equivalent trtexec command (for building on the device):")
         print(line, flush=True)
     if backend == "tensorrt":
         options["profile"] = profile
         engine_card = steps.run(
             "build TensorRT {} engine ({})".format(precision.upper(), reason),
-            build_tensorrt_engine,
-            trt_source,
+            build_cli.build,
+            onnx_path,
             plan,
             card,
-            precision=precision,
-            **options,
+            precision,
+            options,
         )
         return plan, engine_card
     if backend is None:
