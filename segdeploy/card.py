@@ -71,9 +71,13 @@ def read_sidecar(engine_path):
     """The card stored next to ``engine_path``; EngineError if it is missing or broken."""
     path = sidecar_path(engine_path)
     if not os.path.isfile(path):
+        hint = "re-run segexport or segbuild, which write both"
+        if os.fspath(engine_path).endswith((".plan", ".engine")):
+            hint += "; for a plan trtexec built: segbuild --adopt {} --onnx MODEL.onnx".format(
+                engine_path
+            )
         raise EngineError(
-            "{} has no model card next to it ({} is missing); re-run segexport, "
-            "which writes both".format(engine_path, path)
+            "{} has no model card next to it ({} is missing); {}".format(engine_path, path, hint)
         )
     with open(path, "r", encoding="utf-8") as f:
         return from_json(f.read(), path)

@@ -511,3 +511,10 @@ def test_errors_are_segdeploy_errors():
     with pytest.raises(SegDeployError, match="8.2 or 10.3"):
         build_cli.parse_trt_version("latest")
     assert build_cli.parse_trt_version("10.3.0.26") == (10, 3)
+
+
+def test_a_plan_without_card_points_to_adopt(tmp_path):
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"x")
+    with pytest.raises(EngineError, match="segbuild --adopt .*m.plan --onnx"):
+        card_mod.read_sidecar(str(plan))

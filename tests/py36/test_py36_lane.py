@@ -239,3 +239,23 @@ def test_segbench_under_36_with_each_protocol(exported, tmp_path, protocol):
     assert run["protocol"] == protocol and run["backend"] == "onnxruntime"
     assert run["versions"]["python"].startswith("3.6") and len(run["samples_ms"]) == 3
     assert all(s > 0 for s in run["samples_ms"])
+
+
+# The repository's own device-side unit tests that need nothing but numpy: run by Python 3.6's
+# pytest against the installed package (pytest's script does not put the checkout on sys.path).
+DEVICE_TESTS = ["test_trtexec.py", "test_profiles.py", "test_fingerprint.py", "test_devices.py"]
+
+
+def test_device_side_unit_tests_pass_under_36(tmp_path):
+    paths = [os.path.join(REPO, "tests", "engines", name) for name in DEVICE_TESTS]
+    probe = tmp_path / "conftest_probe.py"
+    probe.write_text(
+        "import segdeploy\n\ndef test_installed_copy():\n"
+        "    assert 'site-packages' in segdeploy.__file__, segdeploy.__file__\n"
+    )
+    proc = run36(
+        ["-q", "-p", "no:cacheprovider", str(probe)] + paths, tmp_path, tool="pytest", check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert " passed" in summary and "failed" not in summary and "error" not in summary
