@@ -564,6 +564,13 @@ def read_metadata(path):
     return _model(path, memoryview(data), with_graph=False).metadata
 
 
+def parse_model(data, where="the ONNX bytes"):
+    """``read_model`` for a serialized model held in memory (e.g. before segexport writes it)."""
+    if len(data) > MAX_FILE_BYTES:
+        raise OnnxReadError("{} is larger than an ONNX protobuf can hold (2 GiB)".format(where))
+    return _model(where, memoryview(data), with_graph=True)
+
+
 def read_model(path):
     """The whole model as an ``OnnxModel``: opsets, metadata, nodes, initializers, I/O types."""
     path, data = _load(path)
