@@ -237,7 +237,7 @@ def run_for_segexport(args, backend, reason, stream=None):
     report = {"card": card, "artifacts": {"onnx": args.onnx, "engine": None}}
     if args.print_trtexec:
         version = target_version(args.trt_version)
-        _print_trtexec(args.onnx, plan, card, precision, version, options, stream)
+        _print_trtexec(args.onnx, plan, card, precision, version, options, stream, "segexport")
     if backend == "tensorrt":
         sidecar = build(args.onnx, plan, card, precision, options)
         report["artifacts"]["engine"] = plan
@@ -511,19 +511,19 @@ def requested_profile(card, res=None, dynamic=None):
     return profile
 
 
-def _print_trtexec(onnx_path, plan, card, precision, version, options, out):
+def _print_trtexec(onnx_path, plan, card, precision, version, options, out, prog="segbuild"):
     """The trtexec line alone on stdout (so ``$(segbuild ... --print-trtexec)`` works); the
     parser check's notes on stderr."""
     source = source_for(onnx_path, precision, version, must_exist=False)
     checked = source if os.path.isfile(source) else onnx_path
     if checked != source:
         print(
-            "segbuild: note: {} is not here; copy it to the device with the line below (segexport "
-            "--fp16 writes it)".format(source),
+            "{}: note: {} is not here; copy it to the device with the line below (segexport "
+            "--fp16 writes it)".format(prog, source),
             file=sys.stderr,
         )
     for note in check_graph(checked, card, version, precision):
-        print("segbuild: note: " + note, file=sys.stderr)
+        print("{}: note: {}".format(prog, note), file=sys.stderr)
     print(trtexec_line(onnx_path, plan, card, precision, version, options), file=out)
 
 

@@ -29,8 +29,9 @@ def tensorrt_status():
     """(ok, reason): can TensorRT engines be built and run here? Never raises."""
     if importlib.util.find_spec("tensorrt") is None:
         return False, (
-            "TensorRT is not installed; pip install 'segdeploy[tensorrt]', or on Jetson "
-            "use JetPack's python3-libnvinfer"
+            "TensorRT is not installed; pip install 'segdeploy[tensorrt]' (CUDA 13 driver, R580+; "
+            "'segdeploy[tensorrt-cu12]' for a CUDA 12 driver), or on Jetson use JetPack's "
+            "python3-libnvinfer"
         )
     try:
         trt = require("tensorrt", "TensorRT engines")
