@@ -518,3 +518,42 @@ def test_a_plan_without_card_points_to_adopt(tmp_path):
     plan.write_bytes(b"x")
     with pytest.raises(EngineError, match="segbuild --adopt .*m.plan --onnx"):
         card_mod.read_sidecar(str(plan))
+
+
+BLOCK_TORCH = textwrap.dedent(
+    """
+    import sys, importlib.abc, importlib.machinery
+
+    class NoTorch(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                return importlib.machinery.ModuleSpec(name, self)
+
+        def create_module(self, spec):
+            raise ModuleNotFoundError("No module named 'torch' (blocked by the test)")
+
+        def exec_module(self, module):
+            pass
+
+    sys.meta_path.insert(0, NoTorch())
+    from segdeploy.export.cli import main
+    rc = main(["--onnx", sys.argv[1], "--backend", "tensorrt", "--print-trtexec",
+               "--trt-version", "8.2", "--out", sys.argv[2]])
+    print("rc", rc)
+    """
+)
+
+
+def test_segexport_onnx_print_trtexec_imports_no_torch(tiny_onnx, tmp_path):
+    """The review's finding: segexport --onnx ... --print-trtexec imported torch (check_opset)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, str(tiny_onnx), str(tmp_path / "out")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "rc 0" in proc.stdout, proc.stdout + proc.stderr
+    line = [w for w in proc.stdout.splitlines() if w.startswith("trtexec ")]
+    assert len(line) == 1 and "--memPoolSize" not in line[0]
