@@ -87,4 +87,9 @@ def with_engine(card, engine_info):
     """A copy of ``card`` with its ``engine`` section set."""
     out = copy.deepcopy(card)
     out["engine"] = engine_info
+    # The label dtype the engine really returns: TensorRT 8.x has no INT64 tensors, so its
+    # ONNX parser turns an int64 ArgMax into int32 (10.x keeps int64).
+    for tensor in engine_info.get("outputs") or ():
+        if tensor.get("name") == out.get("output", {}).get("name") and tensor.get("dtype"):
+            out["output"]["dtype"] = tensor["dtype"]
     return out

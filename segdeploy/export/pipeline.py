@@ -243,6 +243,14 @@ def run(args, stream=None):
         )
         reference = model
 
+    # --- rewrites for the target TensorRT release (export/lower.py), verified below --------
+    trt_target = trt_version if (backend == "tensorrt" or args.print_trtexec) else None
+    if trt_target:
+        from .lower import lower_for_target
+
+        for note in lower_for_target(proto, trt_target):
+            steps.say("for TensorRT {}: {}".format(".".join(map(str, trt_target[:2])), note))
+
     # --- verification --------------------------------------------------------------------
     from . import verify
 
@@ -285,6 +293,13 @@ def run(args, stream=None):
 
         def fp16_step():
             proto16 = convert_to_fp16(proto)
+            if trt_target:
+                from .lower import lower_fp16_for_target
+
+                for note in lower_fp16_for_target(proto16, trt_target):
+                    steps.say(
+                        "for TensorRT {}: {}".format(".".join(map(str, trt_target[:2])), note)
+                    )
             figures = None
             if reference is not None:
                 figures = verify.verify_onnx(
@@ -302,6 +317,19 @@ def run(args, stream=None):
             card["parity"]["fp16"] = _summary(fp16)
             report["parity_fp16"] = fp16
         fp16_path = os.path.join(out_dir, name + ".fp16.onnx")
+
+    # --- the target release's ONNX parser rules, before anything is written ---------------
+    if trt_target:
+        from ..engines.parser_rules import check_serialized
+
+        graphs = [(onnx_path, proto, "fp32")] + (
+            [(fp16_path, proto16, "fp16")] if fp16_path else []
+        )
+        for path, graph, precision in graphs:
+            for note in check_serialized(graph.SerializeToString(), trt_target, precision, path):
+                steps.say(
+                    "TensorRT {} parser check: {}".format(".".join(map(str, trt_target[:2])), note)
+                )
 
     # --- write ----------------------------------------------------------------------------
     from .onnx_export import save_model, set_card

@@ -185,3 +185,39 @@ def test_pyramid_model_exported_for_8_2_gives_pytorch_labels():
     np.testing.assert_allclose(got, original, rtol=0, atol=1e-4 * np.abs(original).max())
     np.testing.assert_allclose(got, reference, rtol=0, atol=1e-3 * np.abs(reference).max())
     assert (got.argmax(1) == labels).mean() >= 0.999
+
+
+@pytest.mark.slow
+def test_segexport_for_8_2_writes_graphs_8_2_parses(tmp_path, capsys):
+    """segexport --trt-version 8.2: the pyramid model's FP32 and FP16 graphs pass 8.2's parser
+    check as written (cubic lowered, IR 7), and the run says what it rewrote."""
+    from segdeploy.export.cli import main
+
+    argv = ["--model", "swiftnet_rn18_pyramid", "--res", "128x128", "--fp16", "--out", tmp_path]
+    argv += ["--backend", "tensorrt", "--print-trtexec", "--trt-version", "8.2"]
+    argv += ["--verify-inputs", "1"]
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "bicubic downsampling Resize -> edge-padded depthwise convolution" in out
+    assert "trtexec" in out
+    for name in ("swiftnet_rn18_pyramid.onnx", "swiftnet_rn18_pyramid.fp16.onnx"):
+        path = tmp_path / name
+        model = onnx_reader.read_model(path)
+        assert model.ir_version == 7
+        assert not any(n.attributes.get("mode") == "cubic" for n in model.graph.nodes)
+        assert "BatchNormalization" not in {n.op_type for n in model.graph.nodes}
+        notes = parser_rules.check_graph(path, "8.2", "fp16" if "fp16" in name else "fp32")
+        assert any("int32" in n for n in notes)
+
+
+def test_engine_sidecar_records_the_label_dtype_the_engine_returns():
+    from segdeploy import card as card_mod
+
+    card = {"output": {"name": "labels", "kind": "labels", "dtype": "int64"}}
+    for trt_dtype in ("int32", "int64"):  # what an 8.x / a 10.x engine's labels tensor is
+        info = {"backend": "tensorrt", "outputs": [{"name": "labels", "dtype": trt_dtype}]}
+        assert card_mod.with_engine(card, info)["output"]["dtype"] == trt_dtype
+    assert card["output"]["dtype"] == "int64"  # the ONNX's own card is left alone
+    onnxruntime_engine = {"backend": "onnxruntime"}
+    assert card_mod.with_engine(card, onnxruntime_engine)["output"]["dtype"] == "int64"
