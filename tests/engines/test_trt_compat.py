@@ -407,3 +407,42 @@ def test_trt_names_exist_where_used(relpath):
                 assert present, "{} uses trt.{}{} which TensorRT {} lacks".format(
                     relpath, outer, "." + inner if inner else "", release
                 )
+
+
+def _members_by_release():
+    return {
+        release: {
+            member
+            for cls in stand_ins.load(release)["classes"].values()
+            if "enum" not in cls
+            for member in cls["members"]
+        }
+        for release in RELEASES
+    }
+
+
+@pytest.mark.parametrize("relpath", [p for p in TRT_CODE if p != "engines/trt_compat.py"])
+def test_version_dependent_members_go_through_trt_compat(relpath):
+    """Outside trt_compat (whose every function runs on every release above), a TensorRT
+    method or property that some release lacks may only be reached through trt_compat."""
+    path = os.path.join(ROOT, relpath)
+    if not os.path.exists(path):
+        pytest.skip("{} is not in this checkout".format(relpath))
+    members = _members_by_release()
+    everywhere = set.intersection(*members.values())
+    somewhere = set.union(*members.values())
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or node.attr not in somewhere - everywhere:
+            continue
+        if isinstance(node.value, ast.Name) and node.value.id == "trt_compat":
+            continue  # the bridge's own function of that name
+        if hasattr(dict, node.attr):
+            continue  # options.update(...) and the like: not a TensorRT object
+        lacking = [r for r in RELEASES if node.attr not in members[r]]
+        raise AssertionError(
+            "{}:{} uses .{} directly, which TensorRT {} lacks; go through trt_compat".format(
+                relpath, node.lineno, node.attr, ", ".join(lacking)
+            )
+        )
