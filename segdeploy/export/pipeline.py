@@ -328,7 +328,9 @@ def run(args, stream=None):
         for path, graph, precision in graphs:
             for note in check_serialized(graph.SerializeToString(), trt_target, precision, path):
                 steps.say(
-                    "TensorRT {} parser check: {}".format(".".join(map(str, trt_target[:2])), note)
+                    "TensorRT {} parser check of {}: {}".format(
+                        ".".join(map(str, trt_target[:2])), os.path.basename(path), note
+                    )
                 )
 
     # --- write ----------------------------------------------------------------------------
