@@ -283,6 +283,14 @@ def _rule_maxpool(node, graph, types, version, out):
         # builtin_op_importers.cpp MaxPool: ASSERT(node.output().size() == 1 && "TensorRT
         # does not support the indices output in MaxPool!")
         out.append(("error", "MaxPool's indices output is not supported"))
+    _rule_pool(node, graph, types, version, out)
+
+
+def _rule_pool(node, graph, types, version, out):
+    if any(d != 1 for d in node.attributes.get("dilations") or ()):
+        # poolingHelper (8.2-GA/8.6-GA onnx2trt_utils.cpp) and 10.1-GA onnxOpCheckers.cpp:
+        # "This version of TensorRT does not support dilations other than 1."
+        out.append(("error", "pooling with dilations other than 1 is not supported"))
 
 
 def _rule_pad(node, graph, types, version, out):
@@ -313,6 +321,7 @@ RULES = {
     "ArgMin": _rule_argmax,
     "Cast": _rule_cast,
     "MaxPool": _rule_maxpool,
+    "AveragePool": _rule_pool,
     "Pad": _rule_pad,
     "Slice": _rule_slice,
     "MatMul": _rule_matmul,

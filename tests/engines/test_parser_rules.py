@@ -107,6 +107,8 @@ def test_ops_opsets_types_and_outputs_per_release():
     notes = [str(f) for f in parser_rules.check_model(argmax, "8.2")]
     assert any("int32" in n for n in notes) and _errors(argmax, "8.2") == []
     assert parser_rules.check_model(argmax, "10.0") == []
+    pool = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], dilations=[2, 2])
+    assert all(any("dilations" in e for e in _errors(_model([pool]), v)) for v in TARGETS)
     custom = _model([helper.make_node("DBlock", ["x"], ["y"], domain="segdeploy")])
     assert [f.level for f in parser_rules.check_model(custom, "8.2")] == ["note"]
 
