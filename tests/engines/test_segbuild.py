@@ -557,3 +557,45 @@ def test_segexport_onnx_print_trtexec_imports_no_torch(tiny_onnx, tmp_path):
     assert proc.returncode == 0 and "rc 0" in proc.stdout, proc.stdout + proc.stderr
     line = [w for w in proc.stdout.splitlines() if w.startswith("trtexec ")]
     assert len(line) == 1 and "--memPoolSize" not in line[0]
+
+
+def test_build_checks_then_builds_from_the_graph_the_installed_release_needs(
+    tiny_onnx, tmp_path, monkeypatch
+):
+    """What segbuild and segexport --backend tensorrt hand to the builder (the builder itself
+    needs a GPU: test_segbuild_gpu.py)."""
+    import shutil
+
+    from segdeploy.engines import tensorrt_builder
+
+    onnx_path = tmp_path / "m.onnx"
+    shutil.copy(str(tiny_onnx), str(onnx_path))
+    calls = []
+    monkeypatch.setattr(
+        tensorrt_builder,
+        "build_tensorrt_engine",
+        lambda source, plan, card, **kw: calls.append((source, plan, kw)) or {"engine": {}},
+    )
+    checked = []
+    real_check = build_cli.check_graph
+    monkeypatch.setattr(
+        build_cli,
+        "check_graph",
+        lambda path, card, version, precision: (
+            checked.append((path, version, precision)) or real_check(path, card, version, precision)
+        ),
+    )
+    monkeypatch.setattr(build_cli, "installed_tensorrt_version", lambda: (8, 2))
+    argv = [str(onnx_path), "--fp16", "--workspace", "512", "--timing-cache", "c.cache"]
+    assert build_cli.main(argv) == 0
+    source, plan, kw = calls[-1]
+    assert source == str(onnx_path) and plan == str(tmp_path / "m.plan")
+    assert kw["precision"] == "fp16" and kw["workspace_mib"] == 512
+    assert kw["timing_cache"] == "c.cache" and kw["profile"].opt == (64, 128)
+    assert checked[-1] == (str(onnx_path), (8, 2), "fp16")
+    # TensorRT 11: the FP16-typed sibling, refused in one line while it is missing
+    monkeypatch.setattr(build_cli, "installed_tensorrt_version", lambda: (11, 0))
+    assert build_cli.main(argv) == 2
+    shutil.copy(str(onnx_path), str(tmp_path / "m.fp16.onnx"))
+    assert build_cli.main(argv) == 0
+    assert calls[-1][0] == str(tmp_path / "m.fp16.onnx") and checked[-1][1] == (11, 0)
