@@ -7,7 +7,16 @@ PIP    := $(BIN)/python -m pip
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean py36
+
+# The Python 3.6 lane (Jetson TX2 / JetPack 4.6): pyenv's 3.6 when there is one, else python3.6
+# on PATH; `make PYTHON36=/path/to/python3.6` picks another. Without one the lane says so and
+# tests/py36 skip with that reason.
+PYENV_ROOT ?= $(HOME)/.pyenv
+PYTHON36 ?= $(firstword $(wildcard $(PYENV_ROOT)/versions/3.6*/bin/python3.6) \
+	$(shell command -v python3.6 2>/dev/null))
+VENV36   := .venv36
+STAMP36  := $(VENV36)/.installed
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +38,21 @@ lint: $(STAMP)
 		segdeploy/__init__.py segdeploy/errors.py segdeploy/card.py segdeploy/_io.py segdeploy/_deps.py \
 		segdeploy/datasets.py segdeploy/eval segdeploy/samples.py segdeploy/_cli.py segdeploy/manifest.py
 
-test: lint
+# pip 21.3.1 is the last pip for 3.6; `pip install .` (not editable) is what a device does.
+$(STAMP36): setup.cfg setup.py pyproject.toml requirements-py36.txt $(shell find segdeploy -name '*.py')
+	rm -rf $(VENV36)
+	$(PYTHON36) -m venv $(VENV36)
+	$(VENV36)/bin/python -m pip install --quiet 'pip==21.3.1'
+	$(VENV36)/bin/python -m pip install --quiet -r requirements-py36.txt
+	$(VENV36)/bin/python -m pip install --quiet .
+	@touch $@
+
+py36:
+	@if [ -z "$(PYTHON36)" ]; then \
+		echo "Python 3.6 lane skipped: no python3.6 here (pyenv install 3.6.15, or make PYTHON36=...)"; \
+	else $(MAKE) --no-print-directory $(STAMP36) && echo "Python 3.6 lane: $(VENV36) ready"; fi
+
+test: lint py36
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
@@ -39,4 +62,4 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_runtime.py --out $(OUT)/bench
 
 clean:
-	rm -rf $(OUT) .pytest_cache .ruff_cache
+	rm -rf $(OUT) .pytest_cache .ruff_cache $(VENV36)

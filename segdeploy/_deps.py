@@ -10,7 +10,8 @@ _EXTRAS = {
     "onnxslim": ("export", None),
     "tensorrt": (
         "tensorrt",
-        "pip install 'segdeploy[tensorrt]', or on Jetson use JetPack's python3-libnvinfer",
+        "pip install 'segdeploy[tensorrt]' (CUDA 13 driver, R580+; 'segdeploy[tensorrt-cu12]' "
+        "for a CUDA 12 driver), or on Jetson use JetPack's python3-libnvinfer",
     ),
     "pycuda": ("gpu", "on Jetson: pip3 install pycuda"),
     "cuda": ("gpu", None),

@@ -281,9 +281,13 @@ def read_sidecar(engine_path):
     """The card stored next to ``engine_path``; EngineError if it is missing or broken."""
     path = sidecar_path(engine_path)
     if not os.path.isfile(path):
+        hint = "re-run segexport or segbuild, which write both"
+        if os.fspath(engine_path).endswith((".plan", ".engine")):
+            hint += "; for a plan trtexec built: segbuild --adopt {} --onnx MODEL.onnx".format(
+                engine_path
+            )
         raise EngineError(
-            "{} has no model card next to it ({} is missing); re-run segexport, "
-            "which writes both".format(engine_path, path)
+            "{} has no model card next to it ({} is missing); {}".format(engine_path, path, hint)
         )
     try:
         with open(path, "rb") as f:
@@ -297,4 +301,9 @@ def with_engine(card, engine_info):
     """A copy of ``card`` with its ``engine`` section set."""
     out = copy.deepcopy(card)
     out["engine"] = engine_info
+    # The label dtype the engine really returns: TensorRT 8.x has no INT64 tensors, so its
+    # ONNX parser turns an int64 ArgMax into int32 (10.x keeps int64).
+    for tensor in engine_info.get("outputs") or ():
+        if tensor.get("name") == out.get("output", {}).get("name") and tensor.get("dtype"):
+            out["output"]["dtype"] = tensor["dtype"]
     return out

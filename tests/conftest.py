@@ -6,28 +6,36 @@ import os
 import pytest
 
 
-def _has_cuda():
-    try:
+def cuda_status():
+    """(True, device) or (False, why), asked of the CUDA binding segdeploy itself uses (pycuda or
+    cuda-python), so a runbook install without torch runs its gpu/tensorrt tests; torch's view
+    only where no binding is installed."""
+    from segdeploy.runtime import cuda_memory
+
+    if cuda_memory.BINDING is not None:
+        return cuda_memory.cuda_available()
+    if importlib.util.find_spec("torch") is not None:
         import torch
-    except ImportError:
-        return False
-    return torch.cuda.is_available()
+
+        if torch.cuda.is_available():
+            return True, torch.cuda.get_device_name(0)
+    return False, "no CUDA device on this machine (and no pycuda or cuda-python to ask)"
 
 
-def _tensorrt_missing_reason():
+def _tensorrt_missing_reason(cuda):
     if importlib.util.find_spec("tensorrt") is None:
         return "TensorRT is not installed (pip install 'segdeploy[tensorrt]')"
-    if not _has_cuda():
-        return "no CUDA device on this machine"
+    if not cuda[0]:
+        return cuda[1]
     return None
 
 
 def pytest_collection_modifyitems(config, items):
-    cuda = _has_cuda()
-    trt_reason = _tensorrt_missing_reason()
+    cuda = cuda_status()
+    trt_reason = _tensorrt_missing_reason(cuda)
     for item in items:
-        if "gpu" in item.keywords and not cuda:
-            item.add_marker(pytest.mark.skip(reason="no CUDA device on this machine"))
+        if "gpu" in item.keywords and not cuda[0]:
+            item.add_marker(pytest.mark.skip(reason=cuda[1]))
         if "tensorrt" in item.keywords and trt_reason:
             item.add_marker(pytest.mark.skip(reason=trt_reason))
 

@@ -225,7 +225,7 @@ def detect(index=0, tegra_release_path=TEGRA_RELEASE):
         from ..runtime import cuda_memory
 
         props = cuda_memory.device_properties(index)
-    except SegDeployError:
+    except Exception:  # SegDeployError, or a binding's own error: this machine has no usable GPU
         props = None
     l4t = parse_tegra_release(release).get("l4t") if release else None
     if props is None:

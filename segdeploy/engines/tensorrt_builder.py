@@ -29,8 +29,9 @@ def tensorrt_status():
     """(ok, reason): can TensorRT engines be built and run here? Never raises."""
     if importlib.util.find_spec("tensorrt") is None:
         return False, (
-            "TensorRT is not installed; pip install 'segdeploy[tensorrt]', or on Jetson "
-            "use JetPack's python3-libnvinfer"
+            "TensorRT is not installed; pip install 'segdeploy[tensorrt]' (CUDA 13 driver, R580+; "
+            "'segdeploy[tensorrt-cu12]' for a CUDA 12 driver), or on Jetson use JetPack's "
+            "python3-libnvinfer"
         )
     try:
         trt = require("tensorrt", "TensorRT engines")
@@ -39,6 +40,11 @@ def tensorrt_status():
         props = cuda_memory.device_properties(0)
     except SegDeployError as exc:
         return False, str(exc)
+    except Exception as exc:  # e.g. libnvinfer missing under the tensorrt module: never raise
+        text = str(exc).strip().splitlines()
+        return False, "TensorRT or CUDA is not usable here ({})".format(
+            text[0][:200] if text else type(exc).__name__
+        )
     return True, "TensorRT {} on {}".format(getattr(trt, "__version__", "?"), props["name"])
 
 
@@ -246,9 +252,13 @@ def build_tensorrt_engine(
         if os.path.isfile(os.fspath(timing_cache)):
             with open(os.fspath(timing_cache), "rb") as f:
                 blob = f.read()
-        cache = trt_compat.attach_timing_cache(config, blob)
+        cache, warning = trt_compat.attach_timing_cache(config, blob)
+        if warning:
+            log("warning: timing cache {}: {}".format(timing_cache, warning))
+        state = "reused" if blob and not warning else "rejected" if blob else "new"
         flags["timing_cache"] = os.path.basename(os.fspath(timing_cache))
-        log("timing cache {} ({})".format(timing_cache, "reused" if blob else "new"))
+        flags["timing_cache_state"] = state if cache is not None else "none"
+        log("timing cache {} ({})".format(timing_cache, flags["timing_cache_state"]))
 
     log(
         "building {} TensorRT {} engine for {} from {} (minutes on a Jetson)".format(
@@ -258,9 +268,6 @@ def build_tensorrt_engine(
     started = time.time()
     plan = trt_compat.build_plan(builder, network, config)
     seconds = time.time() - started
-
-    if cache is not None:
-        _io.write_bytes(timing_cache, bytes(config.get_timing_cache().serialize()))
 
     engine_info = {
         "backend": "tensorrt",
@@ -293,6 +300,13 @@ def build_tensorrt_engine(
         with open(tmp, "wb") as f:
             f.write(plan)
         card_mod.write_sidecar(engine_path, sidecar)
+    if cache is not None:
+        # After the plan: a cache TensorRT cannot hand back must not cost the finished build.
+        data = trt_compat.serialized_timing_cache(config)
+        if data is None:
+            log("warning: TensorRT returned no timing cache; {} not updated".format(timing_cache))
+        else:
+            _io.write_bytes(timing_cache, data)
     log(
         "wrote {} ({:.1f} MB, {:.0f} s) and its card {}".format(
             engine_path, len(plan) / 1e6, seconds, card_mod.sidecar_path(engine_path)

@@ -136,15 +136,52 @@ def set_hardware_compatibility(trt, config):
 
 
 def attach_timing_cache(config, blob):
-    """Create a timing cache from ``blob`` (b'' for a fresh one) and attach it; returns it or None.
+    """Attach a timing cache made from ``blob`` (b'' for a fresh one): (cache or None, warning).
 
     ``ignore_mismatch=False``: a cache from another GPU or TensorRT is rejected, not misused.
+    ``set_timing_cache`` says so by returning False (and ``create_timing_cache`` may return None
+    or raise on a damaged file): then the build goes on with a fresh cache and the one-line
+    warning says why. (None, None) where this TensorRT has no timing cache API.
     """
     if not hasattr(config, "create_timing_cache"):
+        return None, None
+    warning = None
+    if blob:
+        try:
+            cache = config.create_timing_cache(blob)
+        except Exception:  # pybind11 raises TypeError/RuntimeError for a damaged buffer
+            cache = None
+        if cache is not None and config.set_timing_cache(cache, False) is not False:
+            return cache, None
+        warning = (
+            "it was made on another GPU or TensorRT, or is damaged; building without it and "
+            "writing a fresh one"
+        )
+    cache = config.create_timing_cache(b"")
+    if cache is None or config.set_timing_cache(cache, False) is False:
+        return None, "TensorRT could not create a timing cache; building without one"
+    return cache, warning
+
+
+def serialized_timing_cache(config):
+    """The builder's timing cache as bytes after a build, or None when TensorRT returns none."""
+    cache = config.get_timing_cache() if hasattr(config, "get_timing_cache") else None
+    if cache is None:
         return None
-    cache = config.create_timing_cache(blob)
-    config.set_timing_cache(cache, False)
-    return cache
+    data = cache.serialize()
+    if data is None:
+        return None
+    data = bytes(data)
+    return data or None
+
+
+def allow_engine_host_code(runtime):
+    """Let ``runtime`` load version-compatible plans, which embed the lean runtime's host code
+    (``IRuntime.engine_host_code_allowed``, 8.6+). False where the property does not exist."""
+    if not hasattr(runtime, "engine_host_code_allowed"):
+        return False
+    runtime.engine_host_code_allowed = True
+    return True
 
 
 def network_has_half(trt, network):

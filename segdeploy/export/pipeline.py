@@ -165,13 +165,11 @@ def check_user_output(model, height, width, num_classes=None):
 
 
 def tensorrt_version(args):
-    """The TensorRT version the engine or trtexec line is for: installed, else --trt-version."""
-    try:
-        import tensorrt
+    """The TensorRT version the trtexec line and the opset check are for: --trt-version when
+    given (even where another TensorRT is installed), else the installed one, else 10.x."""
+    from ..engines.build_cli import target_version
 
-        return tuple(int(v) for v in tensorrt.__version__.split(".")[:2])
-    except ImportError:
-        return args.trt_version
+    return target_version(args.trt_version)
 
 
 def check_target_opset(opset, backend, trt_version):
@@ -226,11 +224,18 @@ def _run_staged(args, stream, staging):
 
     backend, backend_reason = choose_backend(args.backend, args.print_trtexec)
     trt_version = tensorrt_version(args)
-    if backend == "tensorrt" or args.print_trtexec:
+    byo_onnx = args.onnx is not None
+    if byo_onnx and not args.model:
+        # Nothing is exported (no torch needed): the file's own opset is checked for the
+        # target by segbuild's graph check. On a device without onnx, segbuild does the rest.
+        if importlib.util.find_spec("onnx") is None:
+            from ..engines.build_cli import run_for_segexport
+
+            return run_for_segexport(args, backend, backend_reason, stream)
+    elif backend == "tensorrt" or args.print_trtexec:
         check_target_opset(args.opset, "tensorrt", trt_version)
     else:
         check_target_opset(args.opset, backend, None)
-    byo_onnx = args.onnx is not None
     steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0), stream)
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
@@ -327,6 +332,14 @@ def _run_staged(args, stream, staging):
         )
         reference = model
 
+    # --- rewrites for the target TensorRT release (export/lower.py), verified below --------
+    trt_target = trt_version if (backend == "tensorrt" or args.print_trtexec) else None
+    if trt_target:
+        from .lower import lower_for_target
+
+        for note in lower_for_target(proto, trt_target):
+            steps.say("for TensorRT {}: {}".format(".".join(map(str, trt_target[:2])), note))
+
     # --- verification --------------------------------------------------------------------
     from . import verify
 
@@ -374,6 +387,13 @@ def _run_staged(args, stream, staging):
 
         def fp16_step():
             proto16 = convert_to_fp16(proto)
+            if trt_target:
+                from .lower import lower_fp16_for_target
+
+                for note in lower_fp16_for_target(proto16, trt_target):
+                    steps.say(
+                        "for TensorRT {}: {}".format(".".join(map(str, trt_target[:2])), note)
+                    )
             figures = None
             if reference is not None:
                 figures = verify.verify_onnx(
@@ -391,6 +411,21 @@ def _run_staged(args, stream, staging):
             card["parity"]["fp16"] = _summary(fp16)
             report["parity_fp16"] = fp16
         fp16_path = os.path.join(stage_dir, name + ".fp16.onnx")
+
+    # --- the target release's ONNX parser rules, before anything is written ---------------
+    if trt_target:
+        from ..engines.parser_rules import check_serialized
+
+        graphs = [(onnx_path, proto, "fp32")] + (
+            [(fp16_path, proto16, "fp16")] if fp16_path else []
+        )
+        for path, graph, precision in graphs:
+            for note in check_serialized(graph.SerializeToString(), trt_target, precision, path):
+                steps.say(
+                    "TensorRT {} parser check of {}: {}".format(
+                        ".".join(map(str, trt_target[:2])), os.path.basename(path), note
+                    )
+                )
 
     # --- write ----------------------------------------------------------------------------
     from .onnx_export import save_model, set_card
@@ -446,15 +481,14 @@ def _run_staged(args, stream, staging):
 
 def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, profile, trt_version):
     # out_dir is the staging folder; the timing cache outlives exports, so it lives in --out.
-    from ..engines import build_tensorrt_engine, trtexec_command
+    # segbuild's code: TensorRT 11 builds FP16 only from NAME.fp16.onnx (written above), older
+    # releases from the FP32 graph with the FP16 flag (their FP16 tactics choose per layer).
+    from ..engines import build_cli
 
     final_dir = args.out
 
     onnx_path, fp16_path = paths
     precision = "fp16" if args.fp16 else "fp32"
-    # TensorRT 11 builds FP16 only from the FP16-typed graph; older versions from the FP32 one
-    # with the FP16 flag (their FP16 tactics choose per layer).
-    trt_source = fp16_path if (args.fp16 and trt_version and trt_version >= (11,)) else onnx_path
     plan = os.path.join(out_dir, name + ".plan")  # precision is in the sidecar
     options = {
         "profile": None if profile.is_static else profile,
@@ -465,13 +499,14 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
     if args.workspace:
         options["workspace_mib"] = args.workspace
     if args.print_trtexec or backend == "tensorrt":
-        line = trtexec_command(
-            os.path.join(final_dir, os.path.basename(trt_source)),
+        # the command names the files where they end up, not the staging folder
+        line = build_cli.trtexec_line(
+            os.path.join(final_dir, os.path.basename(onnx_path)),
             os.path.join(final_dir, os.path.basename(plan)),
+            card,
             precision,
-            input_name=card["input"]["name"],
-            tensorrt_version=trt_version,
-            **options,
+            trt_version,
+            options,
         )
         steps.say("equivalent trtexec command (for building on the device):")
         print(line, flush=True)
@@ -479,12 +514,12 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
         options["profile"] = profile
         engine_card = steps.run(
             "build TensorRT {} engine ({})".format(precision.upper(), reason),
-            build_tensorrt_engine,
-            trt_source,
+            build_cli.build,
+            onnx_path,
             plan,
             card,
-            precision=precision,
-            **options,
+            precision,
+            options,
         )
         return plan, engine_card
     if backend is None:

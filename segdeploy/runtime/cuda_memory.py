@@ -13,6 +13,7 @@ itself is imported on first use. ``SEGDEPLOY_CUDA=pycuda|cuda-python`` overrides
 Python 3.6 compatible.
 """
 
+import atexit
 import ctypes
 import importlib
 import importlib.util
@@ -21,7 +22,7 @@ import os
 import numpy as np
 
 from .._deps import require
-from ..errors import EngineError, MissingDependencyError
+from ..errors import EngineError, MissingDependencyError, SegDeployError
 
 PYCUDA = "pycuda"
 CUDA_PYTHON = "cuda-python"
@@ -72,12 +73,39 @@ _API = []  # the one binding adapter, created on first use
 
 
 def api():
-    """The adapter for the chosen binding; MissingDependencyError when neither is installed."""
+    """The adapter for the chosen binding; MissingDependencyError when neither is installed,
+    EngineError when the binding cannot talk to a driver."""
     if not _API:
         if BINDING is None:
             raise MissingDependencyError("no CUDA Python binding is installed; " + INSTALL_HINT)
-        _API.append(_PyCuda() if BINDING == PYCUDA else _CudaPython())
+        try:
+            adapter = _PyCuda() if BINDING == PYCUDA else _CudaPython()
+        except (RuntimeError, OSError) as exc:
+            # cuda-python 12.0-12.2 raises RuntimeError when it cannot load libcuda (no driver).
+            raise EngineError(
+                "CUDA is not usable here ({}: {}); {}".format(
+                    BINDING, _first_line(exc), DRIVER_HINT
+                )
+            ) from None
+        _API.append(adapter)
     return _API[0]
+
+
+DRIVER_HINT = "check the NVIDIA driver with nvidia-smi (x86) or tegrastats (Jetson)"
+
+# cudaError_t values (CUDA runtime API, driver_types.h; identical in CUDA 10.2 to 13).
+_CUDA_ERROR_INSUFFICIENT_DRIVER = 35
+_CUDA_ERROR_NO_DEVICE = 100
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _cuda_version_text(value):
+    """12020 -> '12.2'."""
+    return "{}.{}".format(int(value) // 1000, (int(value) % 1000) // 10) if value else "?"
 
 
 class _CudaPython(object):
@@ -98,10 +126,48 @@ class _CudaPython(object):
         return values[0] if len(values) == 1 else values
 
     def device_count(self):
+        """0 where there is no GPU; EngineError where the driver is missing or too old."""
         try:
-            return self._check(self.rt.cudaGetDeviceCount(), "device count")
-        except EngineError:  # no driver / no device reads as an error here
+            result = self.rt.cudaGetDeviceCount()
+        except RuntimeError as exc:  # cuda-python 12.0-12.2 without libcuda
+            raise EngineError(
+                "CUDA is not usable here ({}); {}".format(_first_line(exc), DRIVER_HINT)
+            ) from None
+        err = result[0] if isinstance(result, tuple) else result
+        code = int(getattr(err, "value", err))
+        if code == 0:
+            return int(result[1])
+        if code == _CUDA_ERROR_NO_DEVICE:
             return 0
+        if code == _CUDA_ERROR_INSUFFICIENT_DRIVER:
+            raise EngineError(self._insufficient_driver())
+        raise EngineError(
+            "CUDA device query failed ({}); {}".format(getattr(err, "name", code), DRIVER_HINT)
+        )
+
+    def _insufficient_driver(self):
+        """The one line for cudaErrorInsufficientDriver: which CUDA the installed runtime needs
+        and what the driver provides (0 = no driver at all)."""
+        runtime = driver = 0
+        try:
+            runtime = self._check(self.rt.cudaRuntimeGetVersion(), "runtime version")
+            driver = self._check(self.rt.cudaDriverGetVersion(), "driver version")
+        except Exception:  # only the versions are missing from the message then
+            pass
+        if not driver:
+            return (
+                "no NVIDIA driver is installed (cuda-python's CUDA {} runtime found none); "
+                "install the driver, or use the onnxruntime backend on this host".format(
+                    _cuda_version_text(runtime)
+                )
+            )
+        return (
+            "the NVIDIA driver supports CUDA {} but the installed cuda-python/TensorRT need "
+            "CUDA {}; update the driver, or install the extra for your driver's CUDA "
+            "(pip install 'segdeploy[tensorrt-cu12]')".format(
+                _cuda_version_text(driver), _cuda_version_text(runtime)
+            )
+        )
 
     def properties(self, index):
         prop = self._check(self.rt.cudaGetDeviceProperties(index), "device query")
@@ -165,9 +231,11 @@ class _PyCuda(object):
             self.cuda.init()
         except Exception as exc:  # pycuda raises its own RuntimeError/LogicError types
             raise EngineError(
-                "CUDA is not usable here ({}); check the NVIDIA driver".format(exc)
+                "CUDA is not usable here ({}); {}".format(_first_line(exc), DRIVER_HINT)
             ) from None
         self._context = None
+        self._index = None
+        self._registered = False
 
     def device_count(self):
         return self.cuda.Device.count()
@@ -181,9 +249,31 @@ class _PyCuda(object):
         }
 
     def set_device(self, index):
-        if self._context is None:
-            self._context = self.cuda.Device(index).retain_primary_context()
-            self._context.push()
+        """Push device ``index``'s primary context once; it is popped again by ``close``,
+        which runs at interpreter exit before pycuda's own clean-up (pycuda aborts the process
+        when a context is still on the stack then)."""
+        if self._context is not None and self._index == index:
+            return
+        self.close()
+        context = self.cuda.Device(index).retain_primary_context()
+        context.push()
+        self._context, self._index = context, index
+        if not self._registered:
+            atexit.register(self.close)
+            self._registered = True
+
+    def close(self):
+        """Pop the context ``set_device`` pushed (if it is still the current one) and release
+        it. Safe to call twice."""
+        context, self._context = self._context, None
+        if context is None:
+            return
+        try:
+            current = self.cuda.Context.get_current()
+            if current is not None and current == context:
+                self.cuda.Context.pop()
+        finally:
+            context.detach()
 
     def malloc(self, nbytes):
         allocation = self.cuda.mem_alloc(nbytes)
@@ -219,16 +309,37 @@ class _PyCuda(object):
 
 
 def device_count():
-    """Number of CUDA devices; 0 when there is a binding but no usable device."""
+    """Number of CUDA devices; 0 when there is a binding but no usable device. Never raises
+    for a missing binding, driver or device."""
     try:
         return api().device_count()
-    except EngineError:
+    except (EngineError, RuntimeError, OSError):
         return 0
 
 
+def cuda_available():
+    """(True, device name) or (False, why not), through pycuda or cuda-python: no torch needed.
+    Never raises."""
+    try:
+        return True, device_properties(0)["name"]
+    except SegDeployError as exc:
+        return False, str(exc)
+    except Exception as exc:  # a binding's own exception type: report it, never raise
+        return False, "CUDA is not usable here ({})".format(_first_line(exc))
+
+
 def device_properties(index=0):
-    """{'name', 'compute_capability': (major, minor), 'total_memory'} of device ``index``."""
-    if device_count() <= index:
+    """{'name', 'compute_capability': (major, minor), 'total_memory'} of device ``index``.
+
+    EngineError saying why when there is none: no GPU, or a driver missing or too old.
+    """
+    try:
+        count = api().device_count()
+    except RuntimeError as exc:  # a binding's own error type: never escapes as a traceback
+        raise EngineError(
+            "CUDA is not usable here ({}); {}".format(_first_line(exc), DRIVER_HINT)
+        ) from None
+    if count <= index:
         raise EngineError(
             "no CUDA device {} on this machine; TensorRT engines need an NVIDIA GPU "
             "(use the onnxruntime backend on this host)".format(index)

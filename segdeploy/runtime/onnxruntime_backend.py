@@ -42,6 +42,19 @@ _ONNX_TYPES = {
 }
 
 
+def bind_dtype(dtype):
+    """The element type to give ``IOBinding.bind_output`` for a numpy ``dtype``.
+
+    onnxruntime <= 1.10 (the last release for Python 3.6) maps int64 only from numpy's
+    ``longlong`` type number, not from ``int64``'s on Linux ("No corresponding Numpy type for
+    Tensor Type"); ``longlong`` is the same 64-bit type and every later release accepts it.
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.int64:
+        return np.dtype(np.longlong)
+    return dtype
+
+
 def providers_for(device, available):
     """The provider list for ``device`` given the ``available`` provider names."""
     device = (device or "").lower()
@@ -248,7 +261,7 @@ class OnnxRuntimeEngine(Engine):
             for spec in self._outputs:
                 buf = buffers[spec.name]
                 binding.bind_output(
-                    spec.name, "cpu", 0, spec.dtype, list(buf.shape), buf.ctypes.data
+                    spec.name, "cpu", 0, bind_dtype(spec.dtype), list(buf.shape), buf.ctypes.data
                 )
         self._session.run_with_iobinding(binding)
         return dict(buffers)

@@ -140,6 +140,10 @@ class TensorRTEngine(Engine):
         with open(self.path, "rb") as f:
             plan = f.read()
         self._runtime = trt.Runtime(self.logger)
+        if (self.fingerprint.get("build_flags") or {}).get("version_compatible"):
+            # A version-compatible plan carries the lean runtime's host code; TensorRT runs it
+            # only when allowed (8.6+). Such plans come from segbuild --version-compatible.
+            trt_compat.allow_engine_host_code(self._runtime)
         self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise EngineError(
