@@ -41,7 +41,7 @@ DBLOCK_HD float fma_f(float a, float b, float c) {
 #if defined(__CUDA_ARCH__)
     return __fmaf_rn(a, b, c);
 #else
-    return std::fmaf(a, b, c);
+    return std::fma(a, b, c);  // the float overload: one rounding
 #endif
 }
 
