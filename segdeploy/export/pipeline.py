@@ -151,7 +151,8 @@ def run(args, stream=None):
     else:
         check_target_opset(args.opset, backend, None)
     byo_onnx = args.onnx is not None
-    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0), stream)
+    dblock = getattr(args, "dblock_plugin", False)
+    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + (2 if dblock else 0), stream)
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
     if byo_onnx:
@@ -319,6 +320,11 @@ def run(args, stream=None):
         steps.say(path)
     report["card"] = card
     report["artifacts"] = {"onnx": onnx_path, "onnx_fp16": fp16_path}
+    if dblock:
+        from .dblock import export_step
+
+        report["dblock"] = export_step(steps, proto, card, inputs, out_dir, name)
+        report["artifacts"]["onnx_dblock"] = report["dblock"]["path"]
 
     # --- engine ---------------------------------------------------------------------------
     engine_path, engine_card = _build_engine(
