@@ -1,6 +1,7 @@
 """The D-block kernel compiles with NVRTC and ptxas for every target GPU, without spills."""
 
 import json
+import os
 
 import pytest
 
@@ -139,3 +140,30 @@ def test_occupancy_refuses_unknown_or_impossible():
         devices.occupancy((5, 0), 128, 32, 0)
     with pytest.raises(SegDeployError, match="cannot launch"):
         devices.occupancy((6, 1), 128, 300, 0)
+
+
+# TensorRT's headers are not shipped with segdeploy: point SEGDEPLOY_TRT_INCLUDES at one or more
+# include directories (os.pathsep-separated) of real TensorRT releases to run this check.
+TRT_INCLUDES = [d for d in os.environ.get("SEGDEPLOY_TRT_INCLUDES", "").split(os.pathsep) if d]
+
+
+@pytest.mark.skipif(not TRT_INCLUDES, reason="SEGDEPLOY_TRT_INCLUDES names no TensorRT headers")
+@pytest.mark.parametrize("include", TRT_INCLUDES or ["none"])
+def test_plugin_compiles_against_tensorrt_headers(include):
+    row = compile_check.compile_plugin(include)
+    assert row["ok"], row["message"]
+    assert row["warnings"] == 0 and row["object_bytes"] > 0
+    assert row["tensorrt"].split(".")[0] in ("8", "10", "11")
+
+
+def test_tensorrt_version_reads_aliased_macros(tmp_path):
+    # The layout of NvInferVersion.h from 10.x on: NV_TENSORRT_MAJOR is an alias of another macro.
+    (tmp_path / "NvInferVersion.h").write_text(
+        "#define TRT_MAJOR_ENTERPRISE 10\n#define TRT_MINOR_ENTERPRISE 16\n"
+        "#define TRT_PATCH_ENTERPRISE 0\n#define NV_TENSORRT_MAJOR TRT_MAJOR_ENTERPRISE\n"
+        "#define NV_TENSORRT_MINOR TRT_MINOR_ENTERPRISE\n"
+        "#define NV_TENSORRT_PATCH TRT_PATCH_ENTERPRISE\n"
+    )
+    assert compile_check.tensorrt_version(str(tmp_path)) == "10.16.0"
+    with pytest.raises(SegDeployError, match="NvInferVersion.h"):
+        compile_check.tensorrt_version(str(tmp_path / "missing"))
