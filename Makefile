@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check segdeploy tests scripts
 	$(BIN)/vermin -q --no-tips -t=3.6- --violations segdeploy/engines segdeploy/runtime segdeploy/bench \
 		segdeploy/__init__.py segdeploy/errors.py segdeploy/card.py segdeploy/_io.py segdeploy/_deps.py \
-		segdeploy/datasets.py segdeploy/plugins
+		segdeploy/datasets.py segdeploy/plugins segdeploy/export/dblock.py
 
 test: lint
 	$(BIN)/python -m pytest -q

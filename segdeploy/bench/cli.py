@@ -56,6 +56,20 @@ def build_parser():
         action="store_true",
         help="print the zoo table (params, multiply-adds, paper figures) at --res",
     )
+    what.add_argument(
+        "--blocks",
+        action="store_true",
+        help="RegSeg paper Table 1: time a Y block and D blocks (1,1), (1,4), (1,10), (1,14) at "
+        "1/16 of --res (default 1024x2048: 1x256x64x128) on --backends, plus the fused "
+        "DBlockConv plugin where an engine loads it",
+    )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="LIB.so",
+        help="for --blocks on tensorrt: the DBlockConv plugin library (repeatable)",
+    )
     parser.add_argument("--checkpoint", help="checkpoint for --model (default: random weights)")
     parser.add_argument(
         "--backends",
@@ -238,6 +252,10 @@ def main(argv=None):
     try:
         if args.zoo:
             return _zoo(args)
+        if args.blocks:
+            from .blocks import main_blocks
+
+            return main_blocks(args)
         protocol = protocols.get(args.protocol, args.warmup, args.iters)
         runs = (
             1
