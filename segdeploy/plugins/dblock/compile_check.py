@@ -46,6 +46,9 @@ TARGETS = ("t4", "gtx1080ti", "jetson-tx2")
 NVRTC_OPTIONS = ("--std=c++11",)
 
 
+CUDA_HOME = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
+
+
 class CompileError(SegDeployError):
     """NVRTC or ptxas rejected the kernel."""
 
@@ -67,6 +70,8 @@ def find_nvrtc():
         return path
     root = _wheel_dir("cuda_nvrtc")
     found = sorted(glob.glob(os.path.join(root, "lib", "libnvrtc.so*"))) if root else []
+    # A CUDA toolkit install (JetPack puts one in /usr/local/cuda) serves as well.
+    found = found or sorted(glob.glob(os.path.join(CUDA_HOME, "lib64", "libnvrtc.so*")))
     if not found:
         raise MissingDependencyError(
             "NVRTC is not installed; install it with: pip install nvidia-cuda-nvrtc-cu12"
@@ -80,6 +85,8 @@ def find_cuda_include():
     if not path:
         root = _wheel_dir("cuda_runtime")
         path = os.path.join(root, "include") if root else ""
+        if not os.path.isfile(os.path.join(path, "cuda_fp16.h")):
+            path = os.path.join(CUDA_HOME, "include")
     if not os.path.isfile(os.path.join(path, "cuda_fp16.h")):
         raise MissingDependencyError(
             "the CUDA headers (cuda_fp16.h) are not installed; install them with: "
