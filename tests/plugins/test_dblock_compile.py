@@ -167,3 +167,23 @@ def test_tensorrt_version_reads_aliased_macros(tmp_path):
     assert compile_check.tensorrt_version(str(tmp_path)) == "10.16.0"
     with pytest.raises(SegDeployError, match="NvInferVersion.h"):
         compile_check.tensorrt_version(str(tmp_path / "missing"))
+
+
+def test_roofline_of_one_launch():
+    from segdeploy.plugins.dblock import gpu_check
+
+    rows = compile_check.roofline()
+    assert {(r["device"], r["precision"]) for r in rows} == {
+        (d, p) for d in ("t4", "gtx1080ti", "jetson-tx2") for p in ("fp32", "fp16")
+    }
+    for r in rows:
+        size = 4 if r["precision"] == "fp32" else 2
+        assert (r["flops"], r["bytes"]) == gpu_check.launch_cost(1, 256, 64, 128, size)
+        record = devices.get(r["device"])
+        assert r["compute_us"] == pytest.approx(r["flops"] / record.peak("fp32") / 1e6)
+        assert r["memory_us"] == pytest.approx(r["bytes"] / record.bandwidth_gbs / 1e3)
+        assert r["floor_us"] == max(r["compute_us"], r["memory_us"])
+        # 144 multiply-adds per output value: above every target's ridge point, compute-bound.
+        assert r["intensity"] > r["ridge"] and r["bound"] == "compute"
+    text = compile_check.format_roofline(rows)
+    assert "Jetson TX2" in text and "floor us" in text

@@ -414,6 +414,91 @@ def write_csv(path, report):
     write_bytes(path, buf.getvalue().encode())
 
 
+# RegSeg's D blocks at 1/16 of a 1024x2048 Cityscapes frame: 256 channels, 64 x 128.
+ROOFLINE_SHAPE = (1, 256, 64, 128)
+
+
+def roofline(shape=ROOFLINE_SHAPE, targets=TARGETS):
+    """Lower bound on one launch per device and I/O precision: max(FLOPs / peak, bytes / bandwidth).
+
+    The kernel multiplies and adds in FP32 on CUDA cores in both modes (FP16 changes only the
+    bytes moved), so the compute bound uses each device's FP32 peak. Bytes: X read once, Y written
+    once, W and B read once; the dilated re-reads of X are assumed to hit in the caches.
+    """
+    n, c, h, w = shape
+    pixels = n * h * w
+    flops = 2 * pixels * c * 16 * 9
+    values = 2 * pixels * c + c * 16 * 9 + c
+    rows = []
+    for key in targets:
+        record = devices.get(key)
+        peak = record.peak("fp32")
+        for precision, size in (("fp32", 4), ("fp16", 2)):
+            nbytes = values * size
+            compute_us = flops / (peak * 1e12) * 1e6
+            memory_us = nbytes / (record.bandwidth_gbs * 1e9) * 1e6
+            rows.append(
+                {
+                    "device": key,
+                    "name": record.name,
+                    "precision": precision,
+                    "flops": flops,
+                    "bytes": nbytes,
+                    "intensity": float(flops) / nbytes,
+                    "ridge": peak * 1e3 / record.bandwidth_gbs,
+                    "compute_us": compute_us,
+                    "memory_us": memory_us,
+                    "floor_us": max(compute_us, memory_us),
+                    "bound": "compute" if compute_us >= memory_us else "memory",
+                }
+            )
+    return rows
+
+
+_ROOFLINE_ROW = (
+    "{:<20} {:<5} {:>8.3f} {:>8.2f} {:>10.1f} {:>7.1f} {:>11.1f} {:>10.1f} {:>9.1f}  {}\n"
+)
+
+
+def format_roofline(rows, shape=ROOFLINE_SHAPE):
+    out = io.StringIO()
+    out.write(
+        "\nRoofline of one launch at {} (N x C x H x W), FP32 arithmetic:\n".format(
+            " x ".join(str(v) for v in shape)
+        )
+    )
+    out.write(
+        "{:<20} {:<5} {:>8} {:>8} {:>10} {:>7} {:>11} {:>10} {:>9}  {}\n".format(
+            "device",
+            "I/O",
+            "GFLOP",
+            "MB",
+            "FLOP/B",
+            "ridge",
+            "compute us",
+            "memory us",
+            "floor us",
+            "bound",
+        )
+    )
+    for r in rows:
+        out.write(
+            _ROOFLINE_ROW.format(
+                r["name"],
+                r["precision"],
+                r["flops"] / 1e9,
+                r["bytes"] / 1e6,
+                r["intensity"],
+                r["ridge"],
+                r["compute_us"],
+                r["memory_us"],
+                r["floor_us"],
+                r["bound"],
+            )
+        )
+    return out.getvalue()
+
+
 PLUGIN_SOURCE = "dblock_plugin.cpp"
 
 
@@ -556,6 +641,8 @@ def main(argv=None):
             check_writable_dir(args.keep_dir)
         report = run(args.ptx_archs, args.sass_archs, keep_dir=args.keep_dir)
         sys.stdout.write(format_report(report))
+        report["roofline"] = roofline()
+        sys.stdout.write(format_roofline(report["roofline"]))
         if args.trt_include:
             report["plugin"] = [compile_plugin(d) for d in args.trt_include]
             sys.stdout.write(format_plugin_table(report["plugin"]))
