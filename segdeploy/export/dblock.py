@@ -478,7 +478,7 @@ def compare_graphs(standard, fused, inputs, num_classes):
 
     ref_session = _ort_session(standard, custom_ops=False)
     cand_session = _ort_session(fused, custom_ops=True)
-    batches, classes = [], set()
+    batches, classes, gaps = [], set(), []
     for x in inputs:
         ref_labels, ref_logits = _labels_and_logits(ref_session, x)
         cand_labels, cand_logits = _labels_and_logits(cand_session, x)
@@ -486,9 +486,30 @@ def compare_graphs(standard, fused, inputs, num_classes):
         batches.append(
             verify.compare(ref_logits, ref_labels, cand_labels, cand_logits, num_classes)
         )
+        if ref_logits is not None:
+            gaps.append(_top2_gaps(ref_logits, ref_labels != cand_labels))
     figures = verify.merge(batches)
     figures["reference_classes"] = len(classes)
+    if gaps and "max_abs_logit_error" in figures:
+        # A label can flip by rounding alone where the two best classes are closer than the
+        # two graphs' logits differ, provided the logits agree to rounding level at all (the
+        # FP32 threshold); a flip anywhere else means the graphs compute different things.
+        gaps = np.concatenate(gaps)
+        bound = 2.0 * figures["max_abs_logit_error"]
+        if figures["max_rel_logit_error"] > verify.MAX_RELATIVE_LOGIT_ERROR:
+            bound = -1.0  # the logits differ beyond rounding: no flip is explained by it
+        figures["disagreement_top2_gap_max"] = float(gaps.max()) if gaps.size else None
+        figures["disagreements_beyond_rounding"] = int((gaps > bound).sum())
     return figures
+
+
+def _top2_gaps(logits, mask):
+    """Gap between the best and second-best logit of ``logits`` (N, K, H, W) where ``mask``."""
+    at = np.moveaxis(logits, 1, -1)[mask]  # (P, K)
+    if at.shape[0] == 0:
+        return np.zeros((0,), np.float64)
+    top2 = np.sort(at.astype(np.float64), axis=-1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
 
 
 def export_step(steps, proto, card, inputs, out_dir, name):
@@ -528,9 +549,29 @@ def export_step(steps, proto, card, inputs, out_dir, name):
         text += "; logit difference max abs {:.2e}, rel {:.2e}".format(
             figures["max_abs_logit_error"], figures["max_rel_logit_error"]
         )
+    if figures.get("disagreeing_pixels"):
+        text += (
+            "; at the {} differing pixels the top-2 logit gap is at most {:.2e}; {} of them "
+            "beyond what rounding can flip".format(
+                figures["disagreeing_pixels"],
+                figures.get("disagreement_top2_gap_max") or 0.0,
+                figures.get("disagreements_beyond_rounding"),
+            )
+        )
     steps.say(text)
     path = os.path.join(out_dir, name + SUFFIX)
     failure = verify.verdict(figures)
+    if figures.get("disagreements_beyond_rounding"):
+        failure = "; ".join(
+            f
+            for f in (
+                failure,
+                "{} pixels differ where rounding cannot explain it".format(
+                    figures["disagreements_beyond_rounding"]
+                ),
+            )
+            if f
+        )
     if failure:
         save(fused, path + ".failed")
         raise VerificationError(
@@ -547,5 +588,6 @@ def export_step(steps, proto, card, inputs, out_dir, name):
 
 
 def _parity(figures):
-    keys = ("inputs", "label_agreement", "max_abs_logit_error", "max_rel_logit_error")
+    keys = ("inputs", "label_agreement", "disagreeing_pixels", "disagreements_beyond_rounding")
+    keys += ("max_abs_logit_error", "max_rel_logit_error")
     return {k: figures.get(k) for k in keys}
