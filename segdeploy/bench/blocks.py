@@ -21,7 +21,7 @@ Each block is RegSeg's D block whole (1x1 conv, ReLU, the 3x3 stage, ReLU, squee
   for it, BatchNorm folded into the convs); the fused row is that graph after the D-block rewrite
   (``segdeploy.export.dblock``). In ONNX Runtime the fused row runs DBlockConv through the
   kernel's host build as a Python custom op: a functional check of the rewrite, NOT a speed proxy.
-  On TensorRT it runs the DBlockConv plugin (``--plugin libdblockconv.so``): the real speed row.
+  On TensorRT it runs the DBlockConv plugin (``--plugin libdblock_plugin.so``): the real speed row.
 
 Python 3.6 compatible; torch, onnx and the backends are imported by the functions that use them.
 """
@@ -340,7 +340,7 @@ def _trt_runners(paths, x, height, width, workdir, plugins, fp16):
         fused = label == FUSED
         if fused and not plugins:
             runners.notes[label] = (
-                "not run: pass --plugin libdblockconv.so (the DBlockConv plugin built on this "
+                "not run: pass --plugin libdblock_plugin.so (the DBlockConv plugin built on this "
                 "device) to time the fused block"
             )
             continue

@@ -512,14 +512,19 @@ def _top2_gaps(logits, mask):
     return top2[:, 1] - top2[:, 0]
 
 
-def export_step(steps, proto, card, inputs, out_dir, name):
+def export_step(steps, proto, card, inputs, out_dir, name, proto16=None):
     """segexport --dblock-plugin: fuse, check against the standard graph, write
-    ``<name>.dblock.onnx`` and its sidecar. Returns the report section."""
+    ``<name>.dblock.onnx`` and its sidecar (and ``<name>.dblock.fp16.onnx`` from the FP16-typed
+    graph ``proto16`` when given). Returns the report section."""
     from ..errors import VerificationError
     from . import verify
 
-    fused, summary = steps.run(
-        "fuse D blocks into {} plugin nodes".format(PLUGIN_NAME), fuse_dblocks, proto
+    def fuse_both():
+        fused16 = fuse_dblocks(proto16) if proto16 is not None else None
+        return fuse_dblocks(proto), fused16
+
+    (fused, summary), fused16 = steps.run(
+        "fuse D blocks into {} plugin nodes".format(PLUGIN_NAME), fuse_both
     )
     if not summary["fused"]:
         raise SegDeployError(
@@ -584,7 +589,58 @@ def export_step(steps, proto, card, inputs, out_dir, name):
     save(fused, path)
     card_mod.write_sidecar(path, fused_card)
     steps.say(path)
-    return dict(summary, path=path, parity=figures)
+    section = dict(summary, path=path, parity=figures, card=fused_card, path_fp16=None)
+    if fused16 is not None:
+        # The FP16-typed graph (what TensorRT 11 builds FP16 from) must fuse the same blocks;
+        # its arithmetic is the host build's FP16 mode, tested in tests/plugins.
+        proto16_fused, summary16 = fused16
+        same = [(b["dilations"], b["channels"]) for b in summary16["fused"]] == [
+            (b["dilations"], b["channels"]) for b in summary["fused"]
+        ]
+        if not same:
+            raise VerificationError(
+                "the FP16-typed graph fused other blocks than the FP32 graph ({} against {}); "
+                "export without --fp16 or without --dblock-plugin".format(
+                    len(summary16["fused"]), len(summary["fused"])
+                )
+            )
+        path16 = os.path.join(out_dir, name + ".dblock.fp16.onnx")
+        card16 = dict(fused_card, precision="fp16")
+        with_card(proto16_fused, card16)
+        save(proto16_fused, path16)
+        card_mod.write_sidecar(path16, card16)
+        steps.say(path16 + " (the same blocks fused in the FP16-typed graph)")
+        section["path_fp16"] = path16
+    return section
+
+
+def check_engine_args(args, backend):
+    """Before any work: a TensorRT build of the D-block graph needs the plugin library."""
+    if getattr(args, "dblock_plugin", False) and backend == "tensorrt" and not args.plugin:
+        raise SegDeployError(
+            "--dblock-plugin with a TensorRT build needs the DBlockConv plugin library: pass "
+            "--plugin build/dblock/libdblock_plugin.so (build it on this device with "
+            "python -m segdeploy.plugins.dblock.build --out build/dblock)"
+        )
+
+
+def engine_step(build_engine, args, steps, backend, reason, out_dir, name, section, profile,
+                trt_version):  # fmt: skip
+    """segexport --dblock-plugin with TensorRT: build (or print the trtexec command of)
+    ``<name>.dblock.plan`` from the D-block graph with the plugin library. ``build_engine`` is
+    the pipeline's engine step. Returns the plan path or None."""
+    if backend != "tensorrt" and not args.print_trtexec:
+        return None
+    if not args.plugin:  # only printing here: name where the library will be
+        args = copy.copy(args)
+        args.plugin = ["build/dblock/libdblock_plugin.so"]
+        steps.say("the trtexec line below assumes the plugin at {}".format(args.plugin[0]))
+    paths = (section["path"], section.get("path_fp16"))
+    plan, _ = build_engine(
+        args, steps, backend if backend == "tensorrt" else None, reason, out_dir,
+        name + ".dblock", paths, section["card"], profile, trt_version,
+    )  # fmt: skip
+    return plan
 
 
 def _parity(figures):

@@ -152,7 +152,12 @@ def run(args, stream=None):
         check_target_opset(args.opset, backend, None)
     byo_onnx = args.onnx is not None
     dblock = getattr(args, "dblock_plugin", False)
-    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + (2 if dblock else 0), stream)
+    if dblock:
+        from .dblock import check_engine_args
+
+        check_engine_args(args, backend)
+    extra = (2 + (backend == "tensorrt")) if dblock else 0  # fuse, check[, build its plan]
+    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + extra, stream)
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
     if byo_onnx:
@@ -323,8 +328,11 @@ def run(args, stream=None):
     if dblock:
         from .dblock import export_step
 
-        report["dblock"] = export_step(steps, proto, card, inputs, out_dir, name)
+        report["dblock"] = export_step(
+            steps, proto, card, inputs, out_dir, name, proto16 if fp16_path else None
+        )
         report["artifacts"]["onnx_dblock"] = report["dblock"]["path"]
+        report["artifacts"]["onnx_dblock_fp16"] = report["dblock"]["path_fp16"]
 
     # --- engine ---------------------------------------------------------------------------
     engine_path, engine_card = _build_engine(
@@ -340,6 +348,13 @@ def run(args, stream=None):
         trt_version,
     )
     report["artifacts"]["engine"] = engine_path
+    if dblock:
+        from .dblock import engine_step
+
+        report["artifacts"]["engine_dblock"] = engine_step(
+            _build_engine, args, steps, backend, backend_reason, out_dir, name,
+            report["dblock"], profile, trt_version,
+        )  # fmt: skip
     report["engine"] = engine_card.get("engine") if engine_card else None
     write_json(os.path.join(out_dir, "report.json"), report)
     steps.say("report: {}".format(os.path.join(out_dir, "report.json")))

@@ -251,3 +251,31 @@ def test_segexport_dblock_plugin_on_a_model_without_d_blocks(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no split-dilation D block" in err[0]
     assert not list(tmp_path.glob("*.dblock.onnx"))
+
+
+def test_segexport_dblock_fp16_graph_and_trtexec_line(tmp_path, capsys):
+    argv = ["--model", "regseg_tiny", "--res", "64x128", "--dblock-plugin", "--fp16"]
+    argv += ["--print-trtexec", "--trt-version", "8.2", "--backend", "onnxruntime"]
+    assert main(argv + ["--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    fused16 = onnx.load(str(tmp_path / "regseg_tiny.dblock.fp16.onnx"))
+    nodes = [n for n in fused16.graph.node if n.op_type == "DBlockConv"]
+    assert len(nodes) == 3 and "Split" not in op_histogram(fused16)
+    weights = {t.name: t for t in fused16.graph.initializer}
+    assert weights[nodes[0].input[1]].data_type == TensorProto.FLOAT16
+    card16 = json.loads((tmp_path / "regseg_tiny.dblock.fp16.onnx.json").read_text())
+    assert card16["precision"] == "fp16" and len(card16["dblock"]["blocks"]) == 3
+    # TensorRT 8.2 builds FP16 from the FP32 graph with --fp16: the D-block line names it and
+    # loads the plugin with 8.x's flag.
+    line = next(s for s in out.splitlines() if "trtexec" in s and "tiny.dblock.onnx" in s)
+    assert "--onnx=" + str(tmp_path / "regseg_tiny.dblock.onnx") in line
+    assert "--plugins=build/dblock/libdblock_plugin.so" in line and "--fp16" in line
+
+
+def test_tensorrt_build_of_the_dblock_graph_needs_the_plugin():
+    import argparse
+
+    args = argparse.Namespace(dblock_plugin=True, plugin=[])
+    with pytest.raises(SegDeployError, match="--plugin build/dblock/libdblock_plugin.so"):
+        dblock.check_engine_args(args, "tensorrt")
+    dblock.check_engine_args(args, "onnxruntime")  # no TensorRT build: nothing to load
