@@ -68,7 +68,8 @@ def build_parser():
         action="append",
         default=[],
         metavar="LIB.so",
-        help="for --blocks on tensorrt: the DBlockConv plugin library (repeatable)",
+        help="TensorRT plugin library to load (repeatable): for --engine plans built with it "
+        "(e.g. NAME.dblock.plan) and for --blocks on tensorrt (the DBlockConv plugin)",
     )
     parser.add_argument("--checkpoint", help="checkpoint for --model (default: random weights)")
     parser.add_argument(
@@ -149,6 +150,13 @@ def _bench_engine(args, protocol, progress):
     options = {}
     if args.threads is not None:
         options["threads"] = args.threads
+    if args.plugin:
+        if os.path.splitext(args.engine)[1].lower() not in (".plan", ".engine"):
+            raise SegDeployError(
+                "--plugin loads TensorRT plugin libraries; {} is not a TensorRT plan (.plan, "
+                ".engine): drop --plugin".format(args.engine)
+            )
+        options["plugins"] = list(args.plugin)  # loaded because the user named them
     runtime = Runtime(args.engine, device=args.device, **options)
     try:
         card = runtime.card

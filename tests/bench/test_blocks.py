@@ -113,3 +113,11 @@ def test_segbench_blocks_tensorrt(tmp_path):
     assert all(rows[label]["n"] == 5 for label, _ in blocks.BLOCKS)
     if plugin:
         assert rows[blocks.FUSED]["max_abs_diff"] <= 2e-2 * rows[blocks.FUSED]["max_abs_output"]
+
+
+def test_segbench_plugin_is_for_tensorrt_plans(tmp_path, capsys):
+    engine = tmp_path / "regseg.onnx"
+    engine.write_bytes(b"")
+    code = main(["--engine", str(engine), "--plugin", "libdblock_plugin.so"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "not a TensorRT plan" in err[0], err
