@@ -279,13 +279,18 @@ def _torch_runners(weights, x, device, threads):
     return runners
 
 
-def _write_graphs(weights, height, width, workdir):
-    """Write each block's ONNX graph and the fused (1,14) graph; returns label -> path."""
+def _write_graphs(weights, height, width, workdir, fp16_typed=False):
+    """Write each block's ONNX graph and the fused (1,14) graph; returns label -> path.
+    ``fp16_typed``: write FP16-typed graphs (FP32 I/O), what TensorRT 11 builds FP16 from."""
     from ..export.dblock import fuse_dblocks
 
     paths = {}
     for label, dilations in BLOCKS:
         proto = onnx_block(dilations, weights[label], height, width)
+        if fp16_typed:
+            from ..export.fp16 import convert_to_fp16
+
+            proto = convert_to_fp16(proto)
         path = os.path.join(workdir, "block_{}.onnx".format(len(paths)))
         write_bytes(path, proto.SerializeToString())
         paths[label] = path
@@ -365,6 +370,17 @@ def _trt_runners(paths, x, height, width, workdir, plugins, fp16):
         if fused:
             runners.notes[label] = "the DBlockConv TensorRT plugin (one kernel for the 3x3 stage)"
     return runners
+
+
+def _trt_fp16(typed):
+    """FP16 as the paper's protocol (mixed precision), except where the GPU is known to run FP16
+    slowly (GTX 1080 Ti: 1/64 rate) and the graphs are not FP16-typed anyway."""
+    if typed:
+        return True
+    from ..engines import devices
+
+    record = devices.detect().record
+    return bool(record is None or record.fast_fp16)
 
 
 # --- timing and the table -----------------------------------------------------------------------
@@ -493,12 +509,18 @@ def run_backend(backend, height, width, warmup, iters, device=None, threads=None
         if backend == "torch":
             runners = _torch_runners(weights, x, device, threads)
         else:
-            paths = _write_graphs(weights, bh, bw, workdir)
+            typed = False
+            if backend == "tensorrt":
+                from .._deps import require
+                from ..engines import trt_compat
+
+                # TensorRT 11 has no FP16 builder flag: the precision lives in the graph.
+                typed = not trt_compat.has_fp16_flag(require("tensorrt", "--blocks on tensorrt"))
+            paths = _write_graphs(weights, bh, bw, workdir, fp16_typed=typed)
             if backend == "onnxruntime":
                 runners = _ort_runners(paths, x, device, threads)
             elif backend == "tensorrt":
-                fp16 = True  # the paper's protocol is mixed precision
-                runners = _trt_runners(paths, x, bh, bw, workdir, plugins, fp16)
+                runners = _trt_runners(paths, x, bh, bw, workdir, plugins, _trt_fp16(typed))
             else:
                 raise SegDeployError("--blocks runs on torch, onnxruntime or tensorrt")
         try:

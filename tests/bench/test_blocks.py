@@ -121,3 +121,18 @@ def test_segbench_plugin_is_for_tensorrt_plans(tmp_path, capsys):
     code = main(["--engine", str(engine), "--plugin", "libdblock_plugin.so"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not a TensorRT plan" in err[0], err
+
+
+def test_fp16_typed_block_graphs_keep_the_fused_row(tmp_path):
+    """TensorRT 11 builds FP16 from FP16-typed graphs: the rewrite must still find the block."""
+    import onnx
+    from onnx import TensorProto
+
+    weights = {label: blocks.block_weights(d) for label, d in blocks.BLOCKS}
+    paths = blocks._write_graphs(weights, 4, 8, str(tmp_path), fp16_typed=True)
+    fused = onnx.load(paths[blocks.FUSED])
+    node = next(n for n in fused.graph.node if n.op_type == "DBlockConv")
+    init = {t.name: t for t in fused.graph.initializer}
+    assert init[node.input[1]].data_type == TensorProto.FLOAT16
+    assert fused.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # FP32 I/O
+    assert sorted(paths) == sorted([b[0] for b in blocks.BLOCKS] + [blocks.FUSED])
