@@ -53,6 +53,13 @@ def build_parser():
         action="store_true",
         help="print the zoo table (params, multiply-adds, paper figures) at --res",
     )
+    what.add_argument(
+        "--blocks",
+        action="store_true",
+        help="RegSeg paper Table 1: time a Y block and D blocks (1,1), (1,4), (1,10), (1,14) at "
+        "1/16 of --res (default 1024x2048: 1x256x64x128) on --backends, plus the fused "
+        "DBlockConv plugin where an engine loads it",
+    )
     parser.add_argument("--checkpoint", help="checkpoint for --model (default: random weights)")
     parser.add_argument(
         "--backends",
@@ -89,8 +96,9 @@ def build_parser():
         action="append",
         default=[],
         metavar="LIB.so",
-        help="TensorRT plugin library the --engine was built with (repeatable); loaded after "
-        "the engine's fingerprint check, and the only libraries ever loaded",
+        help="TensorRT plugin library to load (repeatable): for --engine plans built with it "
+        "(e.g. NAME.dblock.plan), loaded after the engine's fingerprint check, and for --blocks "
+        "on tensorrt (the DBlockConv plugin); the only libraries ever loaded",
     )
     return parser
 
@@ -150,7 +158,7 @@ def _bench_engine(args, protocol, progress):
     if args.threads is not None:
         options["threads"] = args.threads
     if args.plugin:
-        options["plugins"] = list(args.plugin)
+        options["plugins"] = list(args.plugin)  # loaded because the user named them
     if args.unsafe_pickle:
         options["unsafe"] = True
     runtime = Runtime(args.engine, device=args.device, **options)
@@ -268,8 +276,12 @@ def check_arguments(args):
         from .._deps import require
 
         require("matplotlib", "--plot")
-    if args.plugin and not str(args.engine or "").lower().endswith((".plan", ".engine")):
-        raise SegDeployError("--plugin goes with --engine FILE.plan (a TensorRT engine)")
+    engine_is_plan = str(args.engine or "").lower().endswith((".plan", ".engine"))
+    if args.plugin and not (engine_is_plan or args.blocks):
+        raise SegDeployError(
+            "--plugin loads TensorRT plugin libraries: it goes with --engine FILE.plan (a "
+            "TensorRT engine) or --blocks; drop it"
+        )
 
 
 def main(argv=None):
@@ -287,6 +299,10 @@ def _main(args):
         check_arguments(args)
         if args.zoo:
             return _zoo(args)
+        if args.blocks:
+            from .blocks import main_blocks
+
+            return main_blocks(args)
         protocol = protocols.get(args.protocol, args.warmup, args.iters)
         runs = (
             1

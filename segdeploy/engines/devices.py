@@ -304,3 +304,99 @@ def floor_seconds(record, multiply_adds, bytes_moved=None, precision="fp32"):
     if bytes_moved and record is not None and record.bandwidth_gbs:
         bounds.append(float(bytes_moved) / (record.bandwidth_gbs * 1e9))
     return max(bounds) if bounds else None
+
+
+# --- streaming-multiprocessor limits (kernel occupancy) ---------------------------------------
+
+SMLimits = namedtuple(
+    "SMLimits",
+    [
+        "max_threads",
+        "max_blocks",
+        "registers",
+        "register_unit",
+        "max_registers_per_thread",
+        "shared_bytes",
+        "shared_per_block",
+        "shared_unit",
+        "shared_reserved_per_block",
+    ],
+)
+SMLimits.__doc__ = """Per-SM resources of one compute capability: resident threads and blocks,
+32-bit registers (allocated per warp in units of ``register_unit``), shared memory per SM and the
+most one block may use, its allocation unit and what the CUDA runtime reserves per block."""
+
+# CUDA C++ Programming Guide, "Technical Specifications per Compute Capability" (threads, blocks,
+# registers and shared memory per SM, per block, per thread), and the CUDA occupancy calculator
+# (allocation units: registers per warp in units of 256, shared memory in units of 256 bytes on
+# 6.x and 7.5, 128 bytes on 8.x/9.0; 1 KB reserved per block by the runtime from 8.0 on). 7.5's
+# 64 KB is the largest carveout (Turing splits 96 KB of L1 + shared memory as 32 or 64 KB).
+# fmt: off
+SM_LIMITS = {
+    (6, 1): SMLimits(2048, 32, 65536, 256, 255, 98304, 49152, 256, 0),
+    (6, 2): SMLimits(2048, 32, 65536, 256, 255, 65536, 49152, 256, 0),
+    (7, 0): SMLimits(2048, 32, 65536, 256, 255, 98304, 98304, 256, 0),
+    (7, 2): SMLimits(2048, 32, 65536, 256, 255, 98304, 98304, 256, 0),
+    (7, 5): SMLimits(1024, 16, 65536, 256, 255, 65536, 65536, 256, 0),
+    (8, 0): SMLimits(2048, 32, 65536, 256, 255, 167936, 166912, 128, 1024),
+    (8, 6): SMLimits(1536, 16, 65536, 256, 255, 102400, 101376, 128, 1024),
+    (8, 7): SMLimits(1536, 16, 65536, 256, 255, 167936, 166912, 128, 1024),
+    (8, 9): SMLimits(1536, 24, 65536, 256, 255, 102400, 101376, 128, 1024),
+    (9, 0): SMLimits(2048, 32, 65536, 256, 255, 233472, 232448, 128, 1024),
+}
+# Streaming multiprocessors per device: T4 40 (Turing TU104 in the T4 datasheet / whitepaper:
+# 2560 cores / 64), GTX 1080 Ti 28 (GP102: 3584 cores / 128), Jetson TX2 2 (256 cores / 128),
+# V100 80, A100 108, H100 SXM 132, H200 132, AGX Xavier 8, AGX Orin 16 (vendor datasheets).
+SM_COUNT = {"t4": 40, "gtx1080ti": 28, "jetson-tx2": 2, "v100": 80, "a100": 108, "h100": 132,
+            "h200": 132, "jetson-xavier": 8, "jetson-orin": 16}
+# fmt: on
+
+
+def _round_up(value, unit):
+    return -(-value // unit) * unit
+
+
+def occupancy(compute_capability, threads_per_block, registers_per_thread, shared_per_block):
+    """Resident blocks per SM and occupancy (active warps / max warps) for one kernel launch.
+
+    Returns a dict with ``blocks``, ``warps``, ``occupancy`` (0..1) and ``limit`` (what bounds it:
+    'registers', 'shared memory', 'threads' or 'blocks'). SegDeployError for a compute capability
+    that is not in ``SM_LIMITS`` or a kernel that cannot launch there at all.
+    """
+    cc = tuple(compute_capability)
+    if cc not in SM_LIMITS:
+        raise SegDeployError(
+            "no SM limits for compute capability {}; known: {}".format(
+                _cc_text(cc), ", ".join(_cc_text(k) for k in sorted(SM_LIMITS))
+            )
+        )
+    sm = SM_LIMITS[cc]
+    warps_per_block = _round_up(threads_per_block, 32) // 32
+    max_warps = sm.max_threads // 32
+    if registers_per_thread > sm.max_registers_per_thread or (
+        shared_per_block > sm.shared_per_block
+    ):
+        raise SegDeployError(
+            "a block of {} threads with {} registers each and {} bytes of shared memory cannot "
+            "launch on compute capability {}".format(
+                threads_per_block, registers_per_thread, shared_per_block, _cc_text(cc)
+            )
+        )
+    limits = {
+        "threads": max_warps // warps_per_block,
+        "blocks": sm.max_blocks,
+    }
+    if registers_per_thread:
+        per_warp = _round_up(registers_per_thread * 32, sm.register_unit)
+        limits["registers"] = (sm.registers // per_warp) // warps_per_block
+    if shared_per_block:
+        per_block = _round_up(shared_per_block + sm.shared_reserved_per_block, sm.shared_unit)
+        limits["shared memory"] = sm.shared_bytes // per_block
+    limit = min(limits, key=lambda k: (limits[k], k))
+    blocks = limits[limit]
+    return {
+        "blocks": blocks,
+        "warps": blocks * warps_per_block,
+        "occupancy": float(blocks * warps_per_block) / max_warps,
+        "limit": limit,
+    }

@@ -70,6 +70,14 @@ def parser():
         action="store_true",
         help="also write an FP16-typed ONNX and build an FP16 engine where possible",
     )
+    pl = p.add_argument_group("plugins")
+    pl.add_argument(
+        "--dblock-plugin",
+        action="store_true",
+        help="also write NAME.dblock.onnx: every split-dilation D block (Split, 2 Conv, Concat, "
+        "Relu) fused into one DBlockConv node for the TensorRT plugin, checked against the "
+        "standard graph in ONNX Runtime with the kernel's host build",
+    )
     v = p.add_argument_group("verification")
     v.add_argument("--images", help="directory of real images to verify on, besides random ones")
     v.add_argument("--verify-inputs", type=int, default=3, help="random inputs (default 3)")

@@ -236,7 +236,13 @@ def _run_staged(args, stream, staging):
         check_target_opset(args.opset, "tensorrt", trt_version)
     else:
         check_target_opset(args.opset, backend, None)
-    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0), stream)
+    dblock = getattr(args, "dblock_plugin", False)
+    if dblock:
+        from .dblock import check_engine_args
+
+        check_engine_args(args, backend)
+    extra = (2 + (backend == "tensorrt")) if dblock else 0  # fuse, check[, build its plan]
+    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + extra, stream)
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
     if byo_onnx:
@@ -451,6 +457,29 @@ def _run_staged(args, stream, staging):
         "onnx": staging.final(name + ".onnx"),
         "onnx_fp16": staging.final(name + ".fp16.onnx") if fp16_path else None,
     }
+    if dblock:
+        from .dblock import SUFFIX, export_step
+
+        try:
+            section = export_step(
+                steps, proto, card, inputs, stage_dir, name, proto16 if fp16_path else None
+            )
+        except VerificationError as exc:
+            failed = name + SUFFIX + ".failed"
+            if os.path.isfile(os.path.join(stage_dir, failed)):
+                # outside the export's set, like a failed standard graph
+                kept = staging.move_out(failed)
+                raise VerificationError(
+                    str(exc).replace(os.path.join(stage_dir, failed), kept)
+                ) from None
+            raise
+        for key in ("path", "path_fp16"):
+            if section[key]:
+                written += [section[key], card_mod.sidecar_path(section[key])]
+                section[key] = staging.final(os.path.basename(section[key]))
+        report["dblock"] = section
+        report["artifacts"]["onnx_dblock"] = section["path"]
+        report["artifacts"]["onnx_dblock_fp16"] = section["path_fp16"]
 
     # --- engine ---------------------------------------------------------------------------
     engine_path, engine_card = _build_engine(
@@ -471,6 +500,23 @@ def _run_staged(args, stream, staging):
             written.append(card_mod.sidecar_path(engine_path))
         engine_path = staging.final(os.path.basename(engine_path))
     report["artifacts"]["engine"] = engine_path
+    if dblock:
+        from .dblock import engine_step
+
+        staged = dict(
+            report["dblock"],
+            path=os.path.join(stage_dir, os.path.basename(report["dblock"]["path"])),
+            path_fp16=report["dblock"]["path_fp16"]
+            and os.path.join(stage_dir, os.path.basename(report["dblock"]["path_fp16"])),
+        )
+        plan = engine_step(
+            _build_engine, args, steps, backend, backend_reason, stage_dir, name,
+            staged, profile, trt_version,
+        )  # fmt: skip
+        if plan:
+            written += [plan, card_mod.sidecar_path(plan)]
+            plan = staging.final(os.path.basename(plan))
+        report["artifacts"]["engine_dblock"] = plan
     report["engine"] = engine_card.get("engine") if engine_card else None
     # The set moves into --out at once, the manifest (report.json) last.
     report = staging.commit([os.path.basename(p) for p in written], report)

@@ -10,6 +10,9 @@ Options worth knowing (all keyword arguments of ``OnnxRuntimeEngine``):
   this 2-core host ``all`` was the fastest level for RegSeg at 512x1024 (see
   docs/benchmarks-runtime.md); the levels differ by what they fuse, never in results beyond
   float rounding.
+- ``custom_ops``: opt-in custom op sets, e.g. ``["dblock"]`` to run the DBlockConv plugin nodes
+  of a ``segexport --dblock-plugin`` graph through the kernel's host build
+  (``segdeploy.runtime.dblock_op``; a functional check, not a speed proxy).
 - ``io_binding`` (default True): inputs and outputs are bound once to the caller's input buffer
   and to output buffers this engine owns, so a run allocates nothing and, on CUDA, the input is
   copied into one device buffer kept for the engine's life.
@@ -123,6 +126,7 @@ class OnnxRuntimeEngine(Engine):
         io_binding=True,
         session_config=None,
         providers=None,
+        custom_ops=None,
     ):
         super(OnnxRuntimeEngine, self).__init__()
         ort = require("onnxruntime", "the ONNX Runtime backend")
@@ -160,21 +164,27 @@ class OnnxRuntimeEngine(Engine):
             options.inter_op_num_threads = int(inter_op_threads)
         for key, value in (session_config or {}).items():
             options.add_session_config_entry(key, str(value))
+        source = self.path
+        if custom_ops:
+            from .dblock_op import prepare
+
+            source = prepare(self.path, custom_ops, options)
         try:
-            self._session = ort.InferenceSession(
-                self.path, sess_options=options, providers=providers
-            )
+            self._session = ort.InferenceSession(source, sess_options=options, providers=providers)
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+            from .dblock_op import hint
+
+            text = str(exc).strip().splitlines()[0][:400]
             raise EngineError(
-                "ONNX Runtime cannot open {}: {}".format(
-                    self.path, str(exc).strip().splitlines()[0][:400]
-                )
+                (not custom_ops and hint(self.path, text))
+                or "ONNX Runtime cannot open {}: {}".format(self.path, text)
             ) from None
         self.options = {
             "device": device,
             "threads": threads,
             "graph_optimization": graph_optimization,
             "io_binding": io_binding,
+            "custom_ops": list(custom_ops or []),
             "providers": self._session.get_providers(),
         }
         self._inputs = [self._spec(t) for t in self._session.get_inputs()]

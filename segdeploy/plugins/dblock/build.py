@@ -1,0 +1,199 @@
+"""Build the DBlockConv TensorRT plugin library on the device with CMake and nvcc.
+
+    python -m segdeploy.plugins.dblock.build --out build/dblock [--tensorrt-root DIR] [--arch 75]
+
+Configures ``CMakeLists.txt`` (beside this file) into ``OUT/cmake``, builds it, and puts the
+library at ``OUT/libdblock_plugin.so`` (atomically: a failed build leaves no library behind).
+``--arch`` defaults to the GPU present (via nvidia-smi) when there is one. The library is loaded
+only where the user names it: ``segbuild --plugins OUT/libdblock_plugin.so`` or
+``Runtime(path, plugins=[...])``. Python 3.6 compatible.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+from ... import __version__
+from ..._io import atomic_path, check_writable_dir
+from ...errors import MissingDependencyError, SegDeployError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+LIBRARY = "libdblock_plugin.so"
+
+
+class PluginBuildError(SegDeployError):
+    """CMake or the compilers failed to build the plugin library."""
+
+
+def find_nvcc():
+    for candidate in (
+        os.environ.get("CUDACXX"),
+        shutil.which("nvcc"),
+        os.path.join(os.environ.get("CUDA_HOME") or "/usr/local/cuda", "bin", "nvcc"),
+    ):
+        if candidate and os.path.isfile(candidate):
+            return candidate
+    raise MissingDependencyError(
+        "nvcc (the CUDA compiler) was not found; install the CUDA toolkit (JetPack has it in "
+        "/usr/local/cuda/bin) or set CUDACXX to its path"
+    )
+
+
+def find_cmake():
+    path = shutil.which("cmake")
+    if not path:
+        raise MissingDependencyError(
+            "cmake was not found; install it (apt-get install cmake, or pip install cmake)"
+        )
+    return path
+
+
+def detect_arch():
+    """SM number of GPU 0 from nvidia-smi (e.g. '75'), or None when it cannot be asked."""
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return None
+    try:
+        proc = subprocess.run(
+            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.match(r"\s*(\d+)\.(\d+)", proc.stdout.decode("utf-8", "replace"))
+    return match.group(1) + match.group(2) if proc.returncode == 0 and match else None
+
+
+# Messages of CMakeLists.txt's own checks -> what the user should do.
+_KNOWN_FAILURES = (
+    (
+        "NvInfer.h not found",
+        "TensorRT's headers (NvInfer.h) were not found; pass --tensorrt-root with the TensorRT "
+        "directory that has include/NvInfer.h",
+    ),
+    (
+        "libnvinfer not found",
+        "libnvinfer was not found; pass --tensorrt-root with the TensorRT directory that has "
+        "lib/libnvinfer.so",
+    ),
+)
+
+
+def _run(cmd, log, what):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    text = proc.stdout.decode("utf-8", "replace")
+    with open(log, "a") as f:
+        f.write("$ " + " ".join(cmd) + "\n" + text)
+    if proc.returncode != 0:
+        for marker, hint in _KNOWN_FAILURES:
+            if marker in text:
+                raise PluginBuildError(hint)
+        lines = [ln for ln in text.splitlines() if "error" in ln.lower()] or text.splitlines()
+        raise PluginBuildError(
+            "{} failed ({}); the full log is {}".format(
+                what, lines[0].strip() if lines else "no output", log
+            )
+        )
+    return text
+
+
+def build(out_dir, tensorrt_root=None, archs=None, link_nvinfer=True, stream=None):
+    """Configure and build the plugin; return the library's path."""
+    stream = stream or sys.stdout
+    cmake = find_cmake()
+    nvcc = find_nvcc()
+    check_writable_dir(out_dir)
+    if archs is None:
+        arch = detect_arch()
+        archs = [arch] if arch else []
+    build_dir = os.path.join(os.path.abspath(out_dir), "cmake")
+    log = os.path.join(os.path.abspath(out_dir), "build.log")
+    if os.path.exists(log):
+        os.remove(log)
+    configure = [
+        cmake,
+        "-S",
+        HERE,
+        "-B",
+        build_dir,
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DCMAKE_CUDA_COMPILER=" + nvcc,
+        "-DDBLOCK_CUDA_ARCHS=" + ";".join(str(a) for a in archs),
+        "-DDBLOCK_LINK_NVINFER=" + ("ON" if link_nvinfer else "OFF"),
+    ]
+    if tensorrt_root:
+        configure.append("-DTensorRT_ROOT=" + os.path.abspath(tensorrt_root))
+    steps = (
+        ("configure (CMake, nvcc {})".format(nvcc), configure, "CMake configuration"),
+        ("compile kernel and plugin", [cmake, "--build", build_dir], "the build"),
+    )
+    output = ""
+    for index, (title, cmd, what) in enumerate(steps, 1):
+        stream.write("[{}/{}] {} ...\n".format(index, len(steps), title))
+        stream.flush()
+        start = time.time()
+        output += _run(cmd, log, what)
+        stream.write("      done in {:.1f} s\n".format(time.time() - start))
+    built = os.path.join(build_dir, LIBRARY)
+    if not os.path.isfile(built):
+        raise PluginBuildError("the build produced no {}; see {}".format(LIBRARY, log))
+    target = os.path.join(os.path.abspath(out_dir), LIBRARY)
+    with atomic_path(target) as tmp:
+        shutil.copyfile(built, tmp)
+        os.chmod(tmp, 0o755)
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", output)
+    if any(int(a) or int(b) for a, b in spills):
+        stream.write("      warning: ptxas reports register spills; see {}\n".format(log))
+    return target
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m segdeploy.plugins.dblock.build",
+        description="Build the DBlockConv TensorRT plugin library with CMake and nvcc.",
+    )
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    parser.add_argument("--out", default="build/dblock", help="output directory (%(default)s)")
+    parser.add_argument(
+        "--tensorrt-root",
+        metavar="DIR",
+        help="TensorRT prefix with include/NvInfer.h and lib/ (JetPack and Debian packages are "
+        "found without it)",
+    )
+    parser.add_argument(
+        "--arch",
+        action="append",
+        metavar="SM",
+        help="SM number to build for, e.g. 62 (TX2), 61 (GTX 1080 Ti), 75 (T4); repeatable "
+        "(default: the GPU present)",
+    )
+    parser.add_argument(
+        "--no-link-nvinfer",
+        action="store_true",
+        help="do not link libnvinfer (its symbols resolve when TensorRT loads the plugin)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        archs = None
+        if args.arch:
+            if not all(re.match(r"^\d{2,3}$", a) for a in args.arch):
+                raise SegDeployError(
+                    "--arch takes SM numbers such as 75 or 62, got {}".format(", ".join(args.arch))
+                )
+            archs = args.arch
+        path = build(args.out, args.tensorrt_root, archs, link_nvinfer=not args.no_link_nvinfer)
+    except SegDeployError as exc:
+        sys.stderr.write("{}: error: {}\n".format(parser.prog, exc))
+        return exc.exit_code
+    sys.stdout.write(path + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
