@@ -279,8 +279,8 @@ def check_arguments(args):
     engine_is_plan = str(args.engine or "").lower().endswith((".plan", ".engine"))
     if args.plugin and not (engine_is_plan or args.blocks):
         raise SegDeployError(
-            "--plugin loads TensorRT plugin libraries: it goes with --engine FILE.plan (a "
-            "TensorRT engine) or --blocks; drop it"
+            "--plugin goes with --engine FILE.plan (a TensorRT engine) or --blocks: {} is not "
+            "a TensorRT plan; drop --plugin".format(args.engine)
         )
 
 
