@@ -142,16 +142,25 @@ def choose_backend(requested, print_trtexec):
 def run(args, stream=None):
     """Run the whole pipeline for parsed CLI ``args``; returns the report dict."""
     from ..engines.profiles import derive_profile
+    from .serving import check_uint8_target, serving_batch
 
     out_dir = check_writable_dir(args.out)
     backend, backend_reason = choose_backend(args.backend, args.print_trtexec)
     trt_version = tensorrt_version(args)
+    check_uint8_target(args, backend, trt_version)
+    max_batch = serving_batch(args)
     if backend == "tensorrt" or args.print_trtexec:
         check_target_opset(args.opset, "tensorrt", trt_version)
     else:
         check_target_opset(args.opset, backend, None)
     byo_onnx = args.onnx is not None
-    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0), stream)
+    steps = Steps(
+        (4 if byo_onnx else 6)
+        + (1 if args.fp16 else 0)
+        + (1 if getattr(args, "input", "float") == "uint8" else 0)
+        + (1 if getattr(args, "triton", None) else 0),
+        stream,
+    )
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
     if byo_onnx:
@@ -208,6 +217,7 @@ def run(args, stream=None):
         from .onnx_export import export_onnx, op_histogram
 
         card = make_card(spec, num_classes, height, width, args.output, profile, args.opset, sha)
+        card["input"]["max_batch"] = max_batch  # None: the graph takes batches of 1
         name = args.name or spec.name
         exported = steps.run(
             "export ONNX (opset {}, {}, output {})".format(
@@ -226,6 +236,7 @@ def run(args, stream=None):
             opset=args.opset,
             dynamic=not profile.is_static,
             card=card,
+            dynamic_batch=bool(max_batch),
         )
         proto = exported["model"]
         steps.say(
@@ -298,6 +309,18 @@ def run(args, stream=None):
             report["parity_fp16"] = fp16
         fp16_path = os.path.join(out_dir, name + ".fp16.onnx")
 
+    # --- uint8 input head ---------------------------------------------------------------
+    if getattr(args, "input", "float") == "uint8":
+        from .serving import add_uint8_head
+
+        proto, card, proto16_u8, uint8_figures = add_uint8_head(
+            steps, proto, card, proto16 if fp16_path else None
+        )
+        if fp16_path:
+            proto16 = proto16_u8
+        card["parity"]["uint8_vs_float"] = uint8_figures
+        report["uint8_vs_float"] = uint8_figures
+
     # --- write ----------------------------------------------------------------------------
     from .onnx_export import save_model, set_card
 
@@ -335,6 +358,13 @@ def run(args, stream=None):
     )
     report["artifacts"]["engine"] = engine_path
     report["engine"] = engine_card.get("engine") if engine_card else None
+    if getattr(args, "triton", None):
+        from .serving import write_triton
+
+        triton = write_triton(
+            steps, args, name, onnx_path, engine_path, card, "fp16" if args.fp16 else "fp32"
+        )
+        report["artifacts"]["triton"] = triton["model_dir"]
     write_json(os.path.join(out_dir, "report.json"), report)
     steps.say("report: {}".format(os.path.join(out_dir, "report.json")))
     _print_next(engine_path or onnx_path, card, stream or sys.stdout)
@@ -359,13 +389,18 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
     if args.workspace:
         options["workspace_mib"] = args.workspace
     if args.print_trtexec or backend == "tensorrt":
+        trtexec_options = dict(options)
+        if card["input"].get("max_batch"):  # a batch range needs shape flags even when static
+            trtexec_options["profile"] = profile
         line = trtexec_command(
             trt_source,
             plan,
             precision,
             input_name=card["input"]["name"],
             tensorrt_version=trt_version,
-            **options,
+            layout=card["input"].get("layout", "NCHW"),
+            max_batch=card["input"].get("max_batch"),
+            **trtexec_options,
         )
         steps.say("equivalent trtexec command (for building on the device):")
         print(line, flush=True)
