@@ -80,6 +80,16 @@ def build_parser():
     parser.add_argument("--plot", help="write a PNG of latency against resolution")
     parser.add_argument("--plot-metric", choices=("latency", "fps"), default="latency")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    served = parser.add_argument_group("a model on a server (--engine grpc://host:8001/NAME)")
+    served.add_argument(
+        "--concurrency",
+        default="1",
+        help="comma-separated concurrent clients, e.g. 1,4,8 (default 1); --iters requests "
+        "per client (default 50)",
+    )
+    served.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per request (default 30)"
+    )
     return parser
 
 
@@ -238,6 +248,10 @@ def main(argv=None):
     try:
         if args.zoo:
             return _zoo(args)
+        if args.engine and "://" in args.engine:
+            from .served import bench_served
+
+            return bench_served(args)
         protocol = protocols.get(args.protocol, args.warmup, args.iters)
         runs = (
             1
