@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean
+.PHONY: demo test lint bench venv clean serve-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,22 @@ $(BIN)/python:
 $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt | $(BIN)/python
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r constraints-cpu.txt
-	$(PIP) install --quiet -c constraints-cpu.txt -e '.[export,test]'
+	$(PIP) install --quiet -c constraints-cpu.txt -e '.[export,test,serve]'
 	@touch $@
 
 venv: $(STAMP)
+
+# The Triton server the serving tests start (nvidia-pytriton ships tritonserver and its Python
+# backend) lives in its own environment: pytriton pins numpy < 2, which OpenCV 5 refuses.
+SERVE_VENV  ?= .venv-triton
+SERVE_STAMP := $(SERVE_VENV)/.installed
+
+$(SERVE_STAMP): requirements-triton.txt
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --quiet -r requirements-triton.txt
+	@touch $@
+
+serve-env: $(SERVE_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check segdeploy tests scripts
@@ -29,7 +41,7 @@ lint: $(STAMP)
 		segdeploy/__init__.py segdeploy/errors.py segdeploy/card.py segdeploy/_io.py segdeploy/_deps.py \
 		segdeploy/datasets.py
 
-test: lint
+test: lint serve-env
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

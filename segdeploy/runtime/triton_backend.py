@@ -87,7 +87,7 @@ class TritonEngine(Engine):
         self.device_kind = "remote"
         self._grpc = self.scheme in ("grpc", "grpcs")
         module = "tritonclient.grpc" if self._grpc else "tritonclient.http"
-        self._client_mod = require(module, "a Triton server (pip install 'segdeploy[serve]')")
+        self._client_mod = require(module, "a Triton server")
         self._utils = require("tritonclient.utils", "a Triton server")
         self._client = None
         self._client = self._connect(verbose)

@@ -39,6 +39,8 @@ print(json.dumps({
     "onnxruntime": ort,
     "version": "%d.%d" % sys.version_info[:2],
     "libdir": sysconfig.get_config_var("LIBDIR"),
+    "libpython": os.path.join(sysconfig.get_config_var("LIBDIR") or "",
+                              sysconfig.get_config_var("INSTSONAME") or "?"),
     "bin": os.path.dirname(os.path.abspath(sys.executable)),
 }))
 """
@@ -72,6 +74,13 @@ def find_server():
             continue
         if not info["onnxruntime"]:
             reasons.append("{} has no onnxruntime for the Python backend model".format(python))
+            continue
+        if not os.path.isfile(info["libpython"]):
+            reasons.append(
+                "{} has no shared libpython ({}), which the Python backend embeds".format(
+                    python, info["libpython"]
+                )
+            )
             continue
         dist = os.path.join(info["root"], "tritonserver")
         binary = os.path.join(dist, "bin", "tritonserver")
