@@ -14,9 +14,10 @@ the wire.
 Every failure is one line: no server at the address, a model name the server does not have (the
 message lists the ones it has), a model that is not ready (with the server's reason), a request
 that outlives ``timeout`` seconds, a server that went away mid-run. Options: ``timeout``
-(seconds per request, default 30), ``connect_timeout`` (seconds for the first contact, default
-5). One engine holds one connection; for concurrent clients open one Runtime per thread (the
-server batches their requests). Python 3.6 compatible; tritonclient is imported on open.
+(seconds per request, default 30), ``connect_timeout`` (seconds for each set-up call: health,
+readiness, config, metadata; default 5; over HTTP one network timeout covers both). One
+engine holds one connection; for concurrent clients open one Runtime per thread (the server
+batches their requests). Python 3.6 compatible; tritonclient is imported on open.
 """
 
 import numpy as np
@@ -93,11 +94,18 @@ class TritonEngine(Engine):
         self._client = self._connect(verbose)
         try:
             self._check_ready()
+            # Set-up calls are bounded by connect_timeout, requests by timeout.
             self.config = self._call(
-                "read the model config", self._client.get_model_config, *self._model_args()
+                "read the model config",
+                self._client.get_model_config,
+                *self._model_args(),
+                _timeout=self.connect_timeout,
             )
             metadata = self._call(
-                "read the model metadata", self._client.get_model_metadata, *self._model_args()
+                "read the model metadata",
+                self._client.get_model_metadata,
+                *self._model_args(),
+                _timeout=self.connect_timeout,
             )
         except BaseException:
             self._close_impl()
@@ -185,10 +193,17 @@ class TritonEngine(Engine):
                     self.url
                 )
             )
-        ready = self._call("report the model's state", client.is_model_ready, *self._model_args())
+        ready = self._call(
+            "report the model's state",
+            client.is_model_ready,
+            *self._model_args(),
+            _timeout=self.connect_timeout,
+        )
         if ready:
             return
-        index = self._call("list its models", self._client.get_model_repository_index)
+        index = self._call(
+            "list its models", client.get_model_repository_index, _timeout=self.connect_timeout
+        )
         models = index.get("models", []) if isinstance(index, dict) else index
         names = sorted({m.get("name") for m in models if m.get("name")})
         if self.model_name not in names:
