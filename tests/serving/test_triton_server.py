@@ -132,11 +132,14 @@ def test_eight_clients_fifty_requests_each_through_the_batcher(server, local):
     )
     after = counts()
     stats_client.close()
+    inferences = after[0] - before[0]
+    executions = after[1] - before[1]
     table = concurrency.format_table(records)
     print("\n" + table)
     if RESULTS:
         with open(RESULTS, "w") as f:
-            json.dump({"table": table, "records": records}, f, indent=2)
+            batching = {"inferences": inferences, "executions": executions}
+            json.dump({"table": table, "records": records, "server": batching}, f, indent=2)
     one, eight = records
     for record in records:
         assert record["errors"] == 0, record["error_messages"]
@@ -144,8 +147,6 @@ def test_eight_clients_fifty_requests_each_through_the_batcher(server, local):
     assert eight["answered"] == 8 * 50 and one["answered"] == 50
     lat = eight["latency_ms"]
     assert 0 < lat["p50"] <= lat["p99"] and eight["throughput"] > 0
-    inferences = after[0] - before[0]
-    executions = after[1] - before[1]
     assert inferences == 50 + 8 * 50 + 2 * 9  # every request, warm-ups included, once
     assert executions < inferences  # the dynamic batcher ran requests together
 
