@@ -24,7 +24,10 @@ class Runtime(object):
 
     ``path`` picks the backend: ``.onnx`` / ``.ort`` -> ONNX Runtime, ``.plan`` / ``.engine`` ->
     TensorRT, a zoo name (``"regseg"``, with ``checkpoint=``) or an exported program (``.pt2``)
-    -> PyTorch; an already opened ``Engine`` is used as given (and closed with the Runtime).
+    -> PyTorch; an already opened ``Engine`` is used as given (and closed with the Runtime);
+    a server URL (``grpc://host:8001/NAME``, ``http://host:8000/NAME``) -> the model NAME on a
+    Triton Inference Server (``segdeploy.runtime.triton_backend``). Graphs exported with
+    ``segexport --input uint8`` get the frames as uint8 (resized only) and normalize inside.
     ``device`` goes to the backend (``"cpu"``, ``"cuda"``, ...; None: the backend's choice).
     ``rgb=True`` declares frames RGB instead of OpenCV's BGR. ``input_size=(h, w)`` sets the
     network resolution where the engine allows it (PyTorch, dynamic ONNX); otherwise the card's.

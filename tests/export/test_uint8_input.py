@@ -175,3 +175,25 @@ def test_trtexec_line_has_nhwc_batch_shapes(tmp_path, capsys):
     proto = onnx.load(str(tmp_path / "regseg_tiny.onnx"))
     batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
     assert batch.dim_param == "batch"
+
+
+@pytest.mark.parametrize("protocol", ["regseg", "runtime"])
+def test_segbench_times_a_uint8_engine(exports, capsys, protocol):
+    from segdeploy.bench.cli import main as segbench
+
+    _, u8 = exports
+    code = segbench(
+        [
+            "--engine",
+            str(u8 / "regseg_tiny.ort"),
+            "--protocol",
+            protocol,
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--no-progress",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "latency:" in out
