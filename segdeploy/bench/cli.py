@@ -90,6 +90,11 @@ def build_parser():
     served.add_argument(
         "--timeout", type=float, default=30.0, help="seconds per request (default 30)"
     )
+    served.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="send frames and label maps through shared memory (server on this host)",
+    )
     return parser
 
 

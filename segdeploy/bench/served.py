@@ -22,6 +22,8 @@ def bench_served(args):
             "places and sizes it"
         )
     options = {"timeout": args.timeout}
+    if args.shared_memory:
+        options["shared_memory"] = True
     with Runtime(args.engine, **options) as runtime:  # fails early, in one line, if unreachable
         height, width = runtime.input_size
         card = runtime.card
@@ -41,8 +43,9 @@ def bench_served(args):
         args.engine, levels, frames, requests, warmup, options=options, progress=say
     )
     print(
-        "{} ({} {}, frames {}x{}, {} requests per client after {} warm-up)".format(
+        "{}{} ({} {}, frames {}x{}, {} requests per client after {} warm-up)".format(
             args.engine,
+            " via shared memory" if args.shared_memory else "",
             card["model"]["name"],
             card["input"].get("dtype", "float32"),
             height,

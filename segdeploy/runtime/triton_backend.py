@@ -20,6 +20,8 @@ engine holds one connection; for concurrent clients open one Runtime per thread 
 batches their requests). Python 3.6 compatible; tritonclient is imported on open.
 """
 
+import os
+
 import numpy as np
 
 from .. import card as card_mod
@@ -78,7 +80,7 @@ class TritonEngine(Engine):
 
     backend = "triton"
 
-    def __init__(self, url, timeout=30.0, connect_timeout=5.0, verbose=False):
+    def __init__(self, url, timeout=30.0, connect_timeout=5.0, verbose=False, shared_memory=False):
         super(TritonEngine, self).__init__()
         self.url = str(url)
         self.path = self.url
@@ -116,10 +118,18 @@ class TritonEngine(Engine):
         self.card = self._read_card()
         self._inputs = [self._spec(t) for t in metadata.get("inputs", [])]
         self._outputs = [self._spec(t) for t in metadata.get("outputs", [])]
+        self._shm = None
+        if shared_memory:
+            try:
+                self._shm = _SharedMemory(self)
+            except BaseException:
+                self._close_impl()
+                raise
         self.options = {
             "url": self.url,
             "timeout": self.timeout,
             "max_batch_size": self.max_batch_size,
+            "shared_memory": self._shm is not None,
         }
 
     # --- connection and errors -------------------------------------------------------------
@@ -261,6 +271,8 @@ class TritonEngine(Engine):
                         batch, self.max_batch_size, self.url, self.max_batch_size
                     )
                 )
+        if self._shm is not None:
+            return self._shm.infer(feeds)
         inputs = []
         for spec in self._inputs:
             array = np.ascontiguousarray(feeds[spec.name])
@@ -272,22 +284,22 @@ class TritonEngine(Engine):
             else:
                 value.set_data_from_numpy(array, binary_data=True)
             inputs.append(value)
-        if self._grpc:
-            outputs = [self._client_mod.InferRequestedOutput(o.name) for o in self._outputs]
-        else:
-            outputs = [
-                self._client_mod.InferRequestedOutput(o.name, binary_data=True)
-                for o in self._outputs
-            ]
         result = self._call(
             "run the model",
             self._client.infer,
             self.model_name,
             inputs,
             model_version=self.model_version,
-            outputs=outputs,
+            outputs=self._requested_outputs(),
         )
         return {o.name: result.as_numpy(o.name) for o in self._outputs}
+
+    def _requested_outputs(self):
+        if self._grpc:
+            return [self._client_mod.InferRequestedOutput(o.name) for o in self._outputs]
+        return [
+            self._client_mod.InferRequestedOutput(o.name, binary_data=True) for o in self._outputs
+        ]
 
     def versions(self):
         import tritonclient
@@ -298,6 +310,9 @@ class TritonEngine(Engine):
         """Requests are synchronous: the answer is on the host when infer returns."""
 
     def _close_impl(self):
+        shm, self._shm = getattr(self, "_shm", None), None
+        if shm is not None:
+            shm.close()
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -313,10 +328,100 @@ def open_triton(url, device=None, **options):
             "device={!r} does not apply to a model on a server: the server's "
             "config.pbtxt (instance_group) places it".format(device)
         )
-    unknown = sorted(set(options) - {"timeout", "connect_timeout", "verbose"})
+    unknown = sorted(set(options) - {"timeout", "connect_timeout", "verbose", "shared_memory"})
     if unknown:
         raise EngineError(
-            "{} do not apply to a Triton server; it takes timeout, connect_timeout "
-            "and verbose".format(", ".join(unknown))
+            "{} do not apply to a Triton server; it takes timeout, connect_timeout, "
+            "shared_memory and verbose".format(", ".join(unknown))
         )
     return TritonEngine(url, **options)
+
+
+class _SharedMemory(object):
+    """Inputs and outputs through POSIX shared memory instead of the socket, for a server on
+    the same host (``shared_memory=True``). One region per tensor, sized for the largest batch,
+    registered with the server for the engine's life; only the request's small header crosses
+    the socket. Needs fixed tensor sizes and a server that sees this host's /dev/shm."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.shm = require("tritonclient.utils.shared_memory", "shared-memory transport")
+        self.regions = {}  # tensor name -> (region name, handle, bytes per batch item)
+        batch = engine.max_batch_size or 1
+        prefix = "segdeploy_{}_{}".format(os.getpid(), id(self))
+        try:
+            for spec in engine._inputs + engine._outputs:
+                dims = spec.shape[1:] if engine.max_batch_size else spec.shape
+                if any(not isinstance(d, int) or d < 0 for d in dims):
+                    raise EngineError(
+                        "shared_memory=True needs fixed tensor sizes; {!r} of {} has shape "
+                        "{}".format(spec.name, engine.url, tuple(spec.shape))
+                    )
+                item = int(np.prod(dims)) * spec.dtype.itemsize
+                name = "{}_{}".format(prefix, len(self.regions))
+                handle = self.shm.create_shared_memory_region(name, "/" + name, item * batch)
+                self.regions[spec.name] = (name, handle, item)
+                engine._call(
+                    "register shared memory",
+                    engine._client.register_system_shared_memory,
+                    name,
+                    "/" + name,
+                    item * batch,
+                    _timeout=engine.connect_timeout,
+                )
+        except EngineError as exc:
+            self.close()
+            raise EngineError(
+                "{}; the server must run on this host and see its /dev/shm, or pass "
+                "shared_memory=False".format(str(exc))
+            ) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def infer(self, feeds):
+        engine = self.engine
+        inputs = []
+        for spec in engine._inputs:
+            array = np.ascontiguousarray(feeds[spec.name])
+            name, handle, _ = self.regions[spec.name]
+            self.shm.set_shared_memory_region(handle, [array])
+            value = engine._client_mod.InferInput(
+                spec.name, list(array.shape), engine._utils.np_to_triton_dtype(array.dtype)
+            )
+            value.set_shared_memory(name, array.nbytes)
+            inputs.append(value)
+        batch = next(iter(feeds.values())).shape[0] if engine.max_batch_size else 1
+        outputs = engine._requested_outputs()
+        for spec, output in zip(engine._outputs, outputs):
+            name, _, item = self.regions[spec.name]
+            output.set_shared_memory(name, item * batch)
+        result = engine._call(
+            "run the model",
+            engine._client.infer,
+            engine.model_name,
+            inputs,
+            model_version=engine.model_version,
+            outputs=outputs,
+        )
+        arrays = {}
+        for spec in engine._outputs:
+            described = result.get_output(spec.name)
+            shape = described["shape"] if isinstance(described, dict) else described.shape
+            _, handle, _ = self.regions[spec.name]
+            view = self.shm.get_contents_as_numpy(handle, spec.dtype, [int(d) for d in shape])
+            arrays[spec.name] = np.array(view)  # the region is reused by the next request
+        return arrays
+
+    def close(self):
+        engine, regions, self.regions = self.engine, self.regions, {}
+        for name, handle, _ in regions.values():
+            if engine._client is not None:
+                try:
+                    engine._client.unregister_system_shared_memory(name)
+                except Exception:  # the server is gone: it has nothing left to unregister
+                    pass
+            try:
+                self.shm.destroy_shared_memory_region(handle)
+            except Exception:  # already unlinked
+                pass

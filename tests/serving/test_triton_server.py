@@ -113,6 +113,24 @@ def test_remote_labels_equal_local_labels(server, local, scheme):
         assert overlay.shape == frames[0].shape
 
 
+@pytest.mark.parametrize("scheme", ["grpc", "http"])
+def test_shared_memory_transport_gives_the_same_labels(server, local, scheme):
+    url = (server.grpc_url if scheme == "grpc" else server.http_url) + "/" + MODEL
+    frames = [smooth_frame(H, W, seed=s) for s in range(3)] + [smooth_frame(100, 200, seed=9)]
+    with segdeploy.Runtime(url, shared_memory=True) as remote:
+        assert remote.engine.options["shared_memory"]
+        regions = [
+            n for n in os.listdir("/dev/shm") if n.startswith("segdeploy_{}_".format(os.getpid()))
+        ]
+        assert len(regions) == 2  # one for the frames, one for the label maps
+        for frame in frames:
+            np.testing.assert_array_equal(remote.infer(frame), local.infer(frame))
+        batch = remote.infer_batch(frames * 3)  # 12 frames: a batch of 8, then 4
+        for frame, labels in zip(frames * 3, batch):
+            np.testing.assert_array_equal(labels, local.infer(frame))
+    assert not [n for n in os.listdir("/dev/shm") if n in regions]  # unregistered and unlinked
+
+
 def test_eight_clients_fifty_requests_each_through_the_batcher(server, local):
     import tritonclient.grpc as grpcclient
 
@@ -161,6 +179,7 @@ def test_segbench_prints_a_row_per_concurrency(server, capsys, tmp_path):
             "--iters",
             "5",
             "--no-progress",
+            "--shared-memory",
             "--json",
             str(tmp_path / "c.json"),
             "--csv",
@@ -168,7 +187,7 @@ def test_segbench_prints_a_row_per_concurrency(server, capsys, tmp_path):
         ]
     )
     out = capsys.readouterr().out
-    assert code == 0
+    assert code == 0 and "via shared memory" in out
     rows = [li.split() for li in out.splitlines() if li.strip()[:1].isdigit()]
     assert [r[0] for r in rows] == ["1", "2"] and [r[1] for r in rows] == ["5", "10"]
     records = json.loads((tmp_path / "c.json").read_text())
