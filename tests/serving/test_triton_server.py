@@ -252,6 +252,7 @@ def test_server_killed_mid_run(exported):
         url = server.grpc_url + "/" + MODEL
         runtimes = [segdeploy.Runtime(url, timeout=timeout) for _ in range(8)]
         results = [None] * 8
+        answered = [0] * 8
         started = threading.Barrier(9)
 
         def client(i):
@@ -261,6 +262,7 @@ def test_server_killed_mid_run(exported):
                 while True:
                     runtimes[i].infer(frames[done % 4])
                     done += 1
+                    answered[i] = done
             except SegDeployError as exc:
                 results[i] = (done, str(exc), time.monotonic())
             except Exception as exc:  # anything else is a failure of this test
@@ -270,7 +272,9 @@ def test_server_killed_mid_run(exported):
         for t in threads:
             t.start()
         started.wait()
-        time.sleep(1.5)
+        deadline = time.monotonic() + 60
+        while min(answered) < 2 and time.monotonic() < deadline:  # every client mid-run
+            time.sleep(0.05)
         server.kill()
         killed = time.monotonic()
         for t in threads:
