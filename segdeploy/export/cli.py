@@ -138,6 +138,12 @@ def parser():
         "--instances", type=int, default=1, help="Triton model instances per device (default 1)"
     )
     s.add_argument(
+        "--triton-device",
+        choices=("gpu", "cpu"),
+        help="Triton instance kind (default gpu; cpu for --triton-backend python); ONNX "
+        "Runtime gets the TensorRT accelerator on gpu, OpenVINO on cpu",
+    )
+    s.add_argument(
         "--queue-delay-us",
         type=int,
         default=100,

@@ -100,6 +100,7 @@ def write_triton(steps, args, name, onnx_path, engine_path, card, precision):
         backend=backend,
         instances=args.instances,
         queue_delay_us=args.queue_delay_us,
+        device=getattr(args, "triton_device", None),
     )
     steps.say(
         "{} (max_batch_size {}; serve with: tritonserver --model-repository {})".format(

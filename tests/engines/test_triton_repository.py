@@ -39,6 +39,17 @@ def exported(tmp_path_factory):
     return root, repo
 
 
+def test_segexport_triton_device_cpu_gets_openvino(exported, tmp_path):
+    root, _ = exported
+    argv = ["--onnx", str(root / "u8" / "regseg_tiny.onnx"), "--verify-inputs", "1"]
+    argv += ["--triton", str(tmp_path / "repo"), "--triton-device", "cpu", "--out", str(tmp_path)]
+    assert segexport(argv) == 0
+    config = parse(tmp_path / "repo" / "regseg_tiny" / "config.pbtxt")
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    (accel,) = config.optimization.execution_accelerators.cpu_execution_accelerator
+    assert accel.name == "openvino"
+
+
 def test_segexport_triton_writes_a_valid_onnxruntime_model(exported):
     root, repo = exported
     config = parse(repo / "regseg_tiny" / "config.pbtxt")
