@@ -8,7 +8,8 @@ uint8 graph made from it by ``segexport --input uint8``'s head (uint8 NHWC BGR i
 ONNX Runtime engines (.ort) with the same options, and both are opened by ``segdeploy.Runtime``.
 For each frame size, every round calls each variant once in a shuffled order (the protocol of
 scripts/bench_runtime.py, whose ``interleave`` this imports): ``Runtime.infer`` whole, and the
-host pre-processing alone (``Preprocessor`` / ``FramePacker``: what moves off the host). Reported:
+host pre-processing alone (``Preprocessor`` / ``FramePacker``: what moves off the host), and, for
+a frame of the network size, the head's nodes alone in ONNX Runtime (what moves in). Reported:
 medians and p10-p90 in ms, the uint8/float ratio, the bytes handed to the engine per frame, and
 the label agreement of the two graphs on the measured frames (weights are random unless
 ``--checkpoint``: timings stay valid, labels are then not meaningful).
@@ -59,6 +60,29 @@ def build_engines(model_name, res, checkpoint, threads, workdir):
     return engines, (height, width)
 
 
+def head_only_session(card, threads):
+    """An ONNX Runtime session of the uint8 head alone (on an Identity graph): its cost."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from segdeploy.export.uint8_input import prepend_uint8_input
+
+    h, w = card["input"]["height"], card["input"]["width"]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["out"])],
+        "identity",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, h, w])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, h, w])],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    head = prepend_uint8_input(proto, card)
+    return ort.InferenceSession(
+        head.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="regseg")
@@ -92,6 +116,7 @@ def main(argv=None):
             args.model, args.res, args.checkpoint, args.threads, workdir
         )
         runtimes = {k: segdeploy.Runtime(v, threads=args.threads) for k, v in engines.items()}
+        head = head_only_session(runtimes["float"].card, args.threads)
         try:
             for text in args.frames.split(","):
                 fh, fw = parse_hw(text, "--frames")
@@ -103,6 +128,11 @@ def main(argv=None):
                         frame, out=out
                     )
                     variants["pre_" + kind] = lambda rt=rt, frame=frame: rt._pre.one(frame)
+                if (fh, fw) == (height, width):  # the head's nodes alone, vs the host LUT
+                    batch = frame[None]
+                    variants["head_alone_in_onnxruntime"] = lambda b=batch: head.run(
+                        None, {"image": b}
+                    )
                 timings = interleave(variants, args.rounds)
                 labels = {k: rt.infer(frame) for k, rt in runtimes.items()}
                 entry = {
