@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean py36
+.PHONY: demo test lint bench venv clean py36 serve-env
 
 # The Python 3.6 lane (Jetson TX2 / JetPack 4.6): pyenv's 3.6 when there is one, else python3.6
 # on PATH; `make PYTHON36=/path/to/python3.6` picks another. Without one the lane says so and
@@ -26,10 +26,22 @@ $(BIN)/python:
 $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt | $(BIN)/python
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r constraints-cpu.txt
-	$(PIP) install --quiet -c constraints-cpu.txt -e '.[export,test]'
+	$(PIP) install --quiet -c constraints-cpu.txt -e '.[export,test,serve]'
 	@touch $@
 
 venv: $(STAMP)
+
+# The Triton server the serving tests start (nvidia-pytriton ships tritonserver and its Python
+# backend) lives in its own environment: pytriton pins numpy < 2, which OpenCV 5 refuses.
+SERVE_VENV  ?= .venv-triton
+SERVE_STAMP := $(SERVE_VENV)/.installed
+
+$(SERVE_STAMP): requirements-triton.txt
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install --quiet -r requirements-triton.txt
+	@touch $@
+
+serve-env: $(SERVE_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check segdeploy tests scripts
@@ -52,7 +64,7 @@ py36:
 		echo "Python 3.6 lane skipped: no python3.6 here (pyenv install 3.6.15, or make PYTHON36=...)"; \
 	else $(MAKE) --no-print-directory $(STAMP36) && echo "Python 3.6 lane: $(VENV36) ready"; fi
 
-test: lint py36
+test: lint py36 serve-env
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)

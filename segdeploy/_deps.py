@@ -17,6 +17,7 @@ _EXTRAS = {
     "cuda": ("gpu", None),
     "cv2": ("", "pip install opencv-python-headless"),
     "matplotlib": ("plot", None),
+    "tritonclient": ("serve", None),
 }
 
 

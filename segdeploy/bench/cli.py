@@ -100,6 +100,21 @@ def build_parser():
         "(e.g. NAME.dblock.plan), loaded after the engine's fingerprint check, and for --blocks "
         "on tensorrt (the DBlockConv plugin); the only libraries ever loaded",
     )
+    served = parser.add_argument_group("a model on a server (--engine grpc://host:8001/NAME)")
+    served.add_argument(
+        "--concurrency",
+        default="1",
+        help="comma-separated concurrent clients, e.g. 1,4,8 (default 1); --iters requests "
+        "per client (default 50)",
+    )
+    served.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds per request (default 30)"
+    )
+    served.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="send frames and label maps through shared memory (server on this host)",
+    )
     return parser
 
 
@@ -303,6 +318,10 @@ def _main(args):
             from .blocks import main_blocks
 
             return main_blocks(args)
+        if args.engine and "://" in args.engine:
+            from .served import bench_served
+
+            return bench_served(args)
         protocol = protocols.get(args.protocol, args.warmup, args.iters)
         runs = (
             1

@@ -99,6 +99,9 @@ def _make_step(engine, protocol, height, width, frame_hw):
         .standard_normal((protocol.batch, 3, height, width))
         .astype(np.float32)
     }
+    if np.dtype(spec.dtype) == np.uint8:  # segexport --input uint8: frames go in as they are
+        frame = sample_frame(height, width)
+        feeds = {spec.name: np.ascontiguousarray(np.repeat(frame[None], protocol.batch, 0))}
     out_kind = engine.outputs[0].name
     labels_in_graph = out_kind == "labels"
     scope = list(protocol.scope)

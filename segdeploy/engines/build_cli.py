@@ -182,6 +182,8 @@ def trtexec_line(onnx_path, plan_path, card, precision, trt_version, options):
         plugins=tuple(options.get("plugins") or ()),
         opt_level=options.get("opt_level"),
         tensorrt_version=trt_version,
+        layout=card["input"].get("layout", "NCHW"),  # NHWC: a uint8 input graph
+        max_batch=card["input"].get("max_batch"),
     )
 
 

@@ -41,6 +41,21 @@ class ShapeProfile(_Profile):
         return all(lo <= v <= hi for lo, v, hi in zip(self.min, hw, self.max))
 
 
+def input_shapes(profile, layout="NCHW", max_batch=None, channels=3):
+    """(min, opt, max) full input shapes of ``profile`` for an NCHW or NHWC input; a batch axis
+    from 1 to ``max_batch`` (tuned for ``max_batch``: a server's batcher fills batches under
+    load) when ``max_batch`` is given, else batch 1."""
+    shapes = []
+    for which in ("min", "opt", "max"):
+        batch = 1 if not max_batch or which == "min" else int(max_batch)
+        height, width = getattr(profile, which)
+        if str(layout).upper() == "NHWC":
+            shapes.append((batch, height, width, channels))
+        else:
+            shapes.append((batch, channels, height, width))
+    return tuple(shapes)
+
+
 # Larger than any camera frame a segmentation network is run on; a typo ("10240x20480") or
 # garbage stops here instead of allocating gigabytes.
 MAX_SIDE = 16384

@@ -93,6 +93,10 @@ def _profile_for(network_inputs, profile, card, stride):
     ONNX's fixed size and the requested profile disagree."""
     wanted = profile if profile is not None else profiles.profile_from_card(card)
     profiles.validate_profile(wanted, stride)
+    # uint8 graphs (segexport --input uint8) take NHWC frames; serving graphs a batch range.
+    layout = str(card["input"].get("layout", "NCHW")).upper()
+    max_batch = card["input"].get("max_batch")
+    hw_axes = (1, 2) if layout == "NHWC" else (2, 3)
     shapes = []
     for name, shape in network_inputs:
         if len(shape) != 4:
@@ -100,26 +104,30 @@ def _profile_for(network_inputs, profile, card, stride):
                 "input {!r} has shape {}; segdeploy engines take NCHW images".format(name, shape)
             )
         dynamic = any(d < 0 for d in shape)
+        fixed_hw = tuple(shape[a] for a in hw_axes)
         if not dynamic:
-            if not wanted.is_static or tuple(shape[2:]) != tuple(wanted.opt):
+            if not wanted.is_static or fixed_hw != tuple(wanted.opt):
                 raise EngineError(
                     "the ONNX input {!r} has the fixed size {}x{} but {}x{}..{}x{} was asked "
                     "for; re-export with segexport --dynamic (or --res {}x{})".format(
                         name,
-                        shape[2],
-                        shape[3],
+                        fixed_hw[0],
+                        fixed_hw[1],
                         wanted.min[0],
                         wanted.min[1],
                         wanted.max[0],
                         wanted.max[1],
-                        shape[2],
-                        shape[3],
+                        fixed_hw[0],
+                        fixed_hw[1],
                     )
                 )
             continue
-        batch = shape[0] if shape[0] > 0 else 1
-        channels = shape[1] if shape[1] > 0 else 3
-        shapes.append((name, tuple(wanted.nchw(w, channels, batch) for w in ("min", "opt", "max"))))
+        batch = shape[0] if shape[0] > 0 else (max_batch or 1)
+        channel_axis = 3 if layout == "NHWC" else 1
+        channels = shape[channel_axis] if shape[channel_axis] > 0 else 3
+        shapes.append(
+            (name, profiles.input_shapes(wanted, layout, batch if shape[0] < 0 else None, channels))
+        )
     return wanted, shapes
 
 

@@ -13,7 +13,7 @@ is gone in 10.x); ``--plugins`` until 9.x then ``--staticPlugins`` (10.x depreca
 import shlex
 
 from ..errors import SegDeployError
-from .profiles import ShapeProfile
+from .profiles import ShapeProfile, input_shapes
 
 DEFAULT_TENSORRT = (10,)
 
@@ -48,10 +48,13 @@ def trtexec_command(
     plugins=(),
     opt_level=None,
     tensorrt_version=None,
+    layout="NCHW",
+    max_batch=None,
 ):
     """One shell line: ``trtexec --onnx=... --saveEngine=... [--fp16] [shapes] [...]``.
 
     ``profile``: a ShapeProfile (or None / static: no shape flags, the ONNX fixes the size).
+    ``layout`` / ``max_batch``: an NHWC (uint8) input; a batch axis from 1 to ``max_batch``.
     ``tensorrt_version``: the trtexec that will run it ("8.2", (8, 6), ...); None means 10.x.
     For TensorRT 11 with precision 'fp16', ``onnx_path`` must be the FP16-typed ONNX.
     """
@@ -70,13 +73,10 @@ def trtexec_command(
     if profile is not None:
         if not isinstance(profile, ShapeProfile):
             profile = ShapeProfile(*[tuple(p) for p in profile])
-        if not profile.is_static:
-            for flag, which in (
-                ("--minShapes", "min"),
-                ("--optShapes", "opt"),
-                ("--maxShapes", "max"),
-            ):
-                args.append("{}={}".format(flag, _shape_arg(input_name, profile.nchw(which))))
+        if not profile.is_static or max_batch:
+            shapes = input_shapes(profile, layout, max_batch)
+            for flag, shape in zip(("--minShapes", "--optShapes", "--maxShapes"), shapes):
+                args.append("{}={}".format(flag, _shape_arg(input_name, shape)))
     if workspace_mib is not None:
         if version < (8, 4):
             args.append("--workspace={}".format(int(workspace_mib)))

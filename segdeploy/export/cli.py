@@ -121,6 +121,49 @@ def parser():
         help="TensorRT plugin library to load (repeatable)",
     )
     e.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads of the engine")
+    s = p.add_argument_group("serving (uint8 frames into the graph, Triton Inference Server)")
+    s.add_argument(
+        "--input",
+        choices=("float", "uint8"),
+        default="float",
+        help="float: the graph takes normalized float32 NCHW (default); uint8: it takes the "
+        "frame as uint8 NxHxWx3 BGR and casts, normalizes and transposes it itself",
+    )
+    s.add_argument(
+        "--triton",
+        metavar="DIR",
+        help="also write a Triton Inference Server model repository DIR/<name>/",
+    )
+    s.add_argument(
+        "--triton-backend",
+        choices=("auto", "tensorrt_plan", "onnxruntime", "python"),
+        default="auto",
+        help="auto: the TensorRT plan when one was built, else the ONNX file with ONNX "
+        "Runtime; python: ONNX Runtime inside Triton's Python backend (CPU-only servers)",
+    )
+    s.add_argument(
+        "--max-batch",
+        type=int,
+        metavar="N",
+        help="a dynamic batch axis 1..N in the graph, Triton's max_batch_size "
+        "(default 8 with --triton, else batch 1)",
+    )
+    s.add_argument(
+        "--instances", type=int, default=1, help="Triton model instances per device (default 1)"
+    )
+    s.add_argument(
+        "--triton-device",
+        choices=("gpu", "cpu"),
+        help="Triton instance kind (default gpu; cpu for --triton-backend python); ONNX "
+        "Runtime gets the TensorRT accelerator on gpu, OpenVINO on cpu",
+    )
+    s.add_argument(
+        "--queue-delay-us",
+        type=int,
+        default=100,
+        metavar="US",
+        help="Triton dynamic batching: longest wait for a fuller batch (default 100 us)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--out", default="out", help="output directory (default: out)")
     o.add_argument("--name", help="base name of the artifacts (default: the model's name)")

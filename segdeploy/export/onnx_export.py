@@ -55,7 +55,7 @@ def check_opset(opset, target_max=None, target=None):
         )
 
 
-def _export_logits(model, path, height, width, opset, dynamic):
+def _export_logits(model, path, height, width, opset, dynamic, dynamic_batch=False):
     import torch
 
     x = torch.zeros(1, 3, height, width)
@@ -65,6 +65,10 @@ def _export_logits(model, path, height, width, opset, dynamic):
             INPUT_NAME: {2: "height", 3: "width"},
             LOGITS_NAME: {2: "height", 3: "width"},
         }
+    if dynamic_batch:  # a serving graph: Triton's dynamic batcher stacks requests on axis 0
+        dynamic_axes = dynamic_axes or {INPUT_NAME: {}, LOGITS_NAME: {}}
+        for axes in dynamic_axes.values():
+            axes[0] = "batch"
     # The exporter's TracerWarnings and deprecation notes are noise here: whatever the trace
     # baked in is caught by the numerical verification that follows.
     with torch.no_grad(), warnings.catch_warnings():
@@ -140,12 +144,24 @@ def save_model(model_proto, path):
         onnx.save_model(model_proto, tmp)
 
 
-def export_onnx(model, path, *, height, width, output="labels", opset=13, dynamic=None, card=None):
+def export_onnx(
+    model,
+    path,
+    *,
+    height,
+    width,
+    output="labels",
+    opset=13,
+    dynamic=None,
+    card=None,
+    dynamic_batch=False,
+):
     """Export ``model`` (use a folded copy) to a cleaned ONNX file at ``path``.
 
     The input is ``image`` (float32, N x 3 x H x W, normalized as the card says); the output is
     ``labels`` (int64 N x H x W) or ``logits`` (float32 N x K x H x W). ``dynamic`` (any truthy
-    value, e.g. a ShapeProfile) makes height and width dynamic. Returns a dict of timings and the
+    value, e.g. a ShapeProfile) makes height and width dynamic; ``dynamic_batch`` the batch axis
+    (for servers that batch requests). Returns a dict of timings and the
     in-memory ``onnx.ModelProto`` under ``"model"``.
     """
     import os
@@ -161,7 +177,7 @@ def export_onnx(model, path, *, height, width, output="labels", opset=13, dynami
     with tempfile.TemporaryDirectory(prefix="segexport-") as tmpdir:
         raw_path = os.path.join(tmpdir, "raw.onnx")
         try:
-            _export_logits(model, raw_path, height, width, opset, dynamic)
+            _export_logits(model, raw_path, height, width, opset, dynamic, dynamic_batch)
         except Exception as exc:
             raise ExportError(
                 "torch.onnx.export failed for {}: {}".format(type(model).__name__, exc)
@@ -170,6 +186,14 @@ def export_onnx(model, path, *, height, width, output="labels", opset=13, dynami
     timings["export_s"] = time.perf_counter() - start
     start = time.perf_counter()
     proto = clean_graph(raw)
+    if dynamic_batch and not dynamic:
+        # The exporter names the resized logits' height/width symbolically once the batch is
+        # dynamic; they are the input's, so say so (runtimes then preallocate the outputs).
+        for value in proto.graph.output:
+            dims = value.type.tensor_type.shape.dim
+            for d, size in zip(dims[len(dims) - 2 :], (height, width)):
+                d.ClearField("dim_param")
+                d.dim_value = size
     if output == "labels":
         proto = append_argmax(proto)
         onnx.checker.check_model(proto)

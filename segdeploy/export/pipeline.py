@@ -221,9 +221,12 @@ def run(args, stream=None):
 
 def _run_staged(args, stream, staging):
     from ..engines.profiles import derive_profile
+    from .serving import check_uint8_target, serving_batch
 
     backend, backend_reason = choose_backend(args.backend, args.print_trtexec)
     trt_version = tensorrt_version(args)
+    check_uint8_target(args, backend, trt_version)
+    max_batch = serving_batch(args)
     byo_onnx = args.onnx is not None
     if byo_onnx and not args.model:
         # Nothing is exported (no torch needed): the file's own opset is checked for the
@@ -242,6 +245,8 @@ def _run_staged(args, stream, staging):
 
         check_engine_args(args, backend)
     extra = (2 + (backend == "tensorrt")) if dblock else 0  # fuse, check[, build its plan]
+    extra += 1 if getattr(args, "input", "float") == "uint8" else 0
+    extra += 1 if getattr(args, "triton", None) else 0
     steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + extra, stream)
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
@@ -308,6 +313,7 @@ def _run_staged(args, stream, staging):
         from .onnx_export import export_onnx, op_histogram
 
         card = make_card(spec, num_classes, height, width, args.output, profile, args.opset, sha)
+        card["input"]["max_batch"] = max_batch  # None: the graph takes batches of 1
         name = args.name or spec.name
         exported = steps.run(
             "export ONNX (opset {}, {}, output {})".format(
@@ -326,6 +332,7 @@ def _run_staged(args, stream, staging):
             opset=args.opset,
             dynamic=not profile.is_static,
             card=card,
+            dynamic_batch=bool(max_batch),
         )
         proto = exported["model"]
         steps.say(
@@ -433,6 +440,18 @@ def _run_staged(args, stream, staging):
                     )
                 )
 
+    # --- uint8 input head ---------------------------------------------------------------
+    if getattr(args, "input", "float") == "uint8":
+        from .serving import add_uint8_head
+
+        proto, card, proto16_u8, uint8_figures = add_uint8_head(
+            steps, proto, card, proto16 if fp16_path else None
+        )
+        if fp16_path:
+            proto16 = proto16_u8
+        card["parity"]["uint8_vs_float"] = uint8_figures
+        report["uint8_vs_float"] = uint8_figures
+
     # --- write ----------------------------------------------------------------------------
     from .onnx_export import save_model, set_card
 
@@ -494,6 +513,7 @@ def _run_staged(args, stream, staging):
         profile,
         trt_version,
     )
+    staged_engine = engine_path
     if engine_path:
         written.append(engine_path)
         if os.path.isfile(card_mod.sidecar_path(engine_path)):
@@ -518,6 +538,20 @@ def _run_staged(args, stream, staging):
             plan = staging.final(os.path.basename(plan))
         report["artifacts"]["engine_dblock"] = plan
     report["engine"] = engine_card.get("engine") if engine_card else None
+    if getattr(args, "triton", None):
+        from .serving import write_triton
+
+        # from the staged files (their sidecars beside them): the repository is its own folder
+        triton = write_triton(
+            steps,
+            args,
+            name,
+            onnx_path,
+            staged_engine,
+            card,
+            "fp16" if args.fp16 else "fp32",
+        )
+        report["artifacts"]["triton"] = triton["model_dir"]
     # The set moves into --out at once, the manifest (report.json) last.
     report = staging.commit([os.path.basename(p) for p in written], report)
     steps.say("report and manifest: {}".format(staging.final("report.json")))
@@ -545,6 +579,9 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
     if args.workspace:
         options["workspace_mib"] = args.workspace
     if args.print_trtexec or backend == "tensorrt":
+        trtexec_options = dict(options)
+        if card["input"].get("max_batch"):  # a batch range needs shape flags even when static
+            trtexec_options["profile"] = profile
         # the command names the files where they end up, not the staging folder
         line = build_cli.trtexec_line(
             os.path.join(final_dir, os.path.basename(onnx_path)),
@@ -552,7 +589,7 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
             card,
             precision,
             trt_version,
-            options,
+            trtexec_options,
         )
         steps.say("equivalent trtexec command (for building on the device):")
         print(line, flush=True)

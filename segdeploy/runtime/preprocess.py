@@ -97,6 +97,22 @@ def normalization_tables(scale, mean, std):
     return ((pixels[None, :] - mean) / std).astype(np.float32)
 
 
+def interpolation_flag(cv2, interpolation):
+    """'linear' | 'area' | 'nearest' | 'cubic' -> the OpenCV flag, or FrameError."""
+    if interpolation not in INTERPOLATIONS:
+        raise FrameError(
+            "interpolation must be one of {}, got {!r}".format(
+                ", ".join(INTERPOLATIONS), interpolation
+            )
+        )
+    return {
+        "linear": cv2.INTER_LINEAR,
+        "area": cv2.INTER_AREA,
+        "nearest": cv2.INTER_NEAREST,
+        "cubic": cv2.INTER_CUBIC,
+    }[interpolation]
+
+
 class Preprocessor(object):
     """uint8 frames -> float32 (N, 3, height, width) normalized input, into one reused buffer.
 
@@ -182,4 +198,85 @@ class Preprocessor(object):
         buf = self.buffer(len(frames))
         for i, frame in enumerate(frames):
             self.fill(frame, buf[i])
+        return buf
+
+    def one(self, frame):
+        """One checked frame -> the (1, 3, h, w) buffer filled with it."""
+        buf = self.buffer(1)
+        self.fill(frame, buf[0])
+        return buf
+
+
+class FramePacker(object):
+    """uint8 frames -> the (N, h, w, 3) uint8 input of a graph that normalizes in itself
+    (``segexport --input uint8``): only the resize, and a channel swap or a grey/alpha
+    conversion where the frame needs one, stay on the host. A frame of the network size in the
+    graph's channel order goes to the engine as it is, without a copy.
+
+    ``frame_order`` is the frames' channel order, ``graph_order`` the order the graph takes.
+    Not thread-safe on its own: the owner (``Runtime``) serializes calls.
+    """
+
+    def __init__(self, height, width, graph_order="BGR", frame_order="BGR", interpolation="linear"):
+        cv2 = require("cv2", "the runtime")
+
+        self._cv2 = cv2
+        self._interp = interpolation_flag(cv2, interpolation)
+        self.height = int(height)
+        self.width = int(width)
+        self.swap = graph_order.upper() != frame_order.upper()
+        self._buffers = {}
+        self._resized = {}
+
+    def buffer(self, batch=1):
+        """The (batch, h, w, 3) uint8 input buffer, allocated on first use of that batch size."""
+        buf = self._buffers.get(batch)
+        if buf is None:
+            buf = self._buffers[batch] = np.empty((batch, self.height, self.width, 3), np.uint8)
+        return buf
+
+    def fill(self, frame, out):
+        """Write one checked frame into ``out`` ((h, w, 3) uint8, a slice of the buffer)."""
+        cv2 = self._cv2
+        image = frame
+        sized = frame.shape[:2] == (self.height, self.width)
+        if image.ndim == 3 and image.shape[2] == 3 and not self.swap:
+            if sized:
+                np.copyto(out, image)
+            else:
+                cv2.resize(image, (self.width, self.height), dst=out, interpolation=self._interp)
+            return
+        if not sized:
+            channels = 1 if image.ndim == 2 else image.shape[2]
+            target = self._resized.get(channels)
+            if target is None:
+                shape = (self.height, self.width) + (() if channels == 1 else (channels,))
+                target = self._resized[channels] = np.empty(shape, np.uint8)
+            cv2.resize(image, (self.width, self.height), dst=target, interpolation=self._interp)
+            image = target
+        if image.ndim == 2:
+            cv2.cvtColor(image, cv2.COLOR_GRAY2BGR, dst=out)
+        elif image.shape[2] == 4:
+            cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if self.swap else cv2.COLOR_BGRA2BGR, dst=out)
+        else:
+            cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=out)
+
+    def __call__(self, frames):
+        """Checked frames -> the (len(frames), h, w, 3) buffer filled with them."""
+        buf = self.buffer(len(frames))
+        for i, frame in enumerate(frames):
+            self.fill(frame, buf[i])
+        return buf
+
+    def one(self, frame):
+        """One checked frame -> a (1, h, w, 3) array: a view of the frame when it is already
+        what the graph takes, else the filled buffer."""
+        if (
+            frame.shape == (self.height, self.width, 3)
+            and not self.swap
+            and frame.flags.c_contiguous
+        ):
+            return frame[None]
+        buf = self.buffer(1)
+        self.fill(frame, buf[0])
         return buf

@@ -16,7 +16,7 @@ from .. import card as card_mod
 from ..errors import EngineError, FrameError, SegDeployError
 from .backend import BACKENDS, Engine, open_engine
 from .postprocess import Postprocessor, Visualizer, palette_from_card
-from .preprocess import Preprocessor, check_frame, read_frame
+from .preprocess import FramePacker, Preprocessor, check_frame, read_frame
 
 
 class Runtime(object):
@@ -24,7 +24,10 @@ class Runtime(object):
 
     ``path`` picks the backend: ``.onnx`` / ``.ort`` -> ONNX Runtime, ``.plan`` / ``.engine`` ->
     TensorRT, a zoo name (``"regseg"``, with ``checkpoint=``) or an exported program (``.pt2``)
-    -> PyTorch; an already opened ``Engine`` is used as given (and closed with the Runtime).
+    -> PyTorch; an already opened ``Engine`` is used as given (and closed with the Runtime);
+    a server URL (``grpc://host:8001/NAME``, ``http://host:8000/NAME``) -> the model NAME on a
+    Triton Inference Server (``segdeploy.runtime.triton_backend``). Graphs exported with
+    ``segexport --input uint8`` get the frames as uint8 (resized only) and normalize inside.
     ``device`` goes to the backend (``"cpu"``, ``"cuda"``, ...; None: the backend's choice).
     ``rgb=True`` declares frames RGB instead of OpenCV's BGR. ``input_size=(h, w)`` sets the
     network resolution where the engine allows it (PyTorch, dynamic ONNX); otherwise the card's.
@@ -90,6 +93,10 @@ class Runtime(object):
         if device is not None:
             options["device"] = device
         text = os.fspath(path) if hasattr(path, "__fspath__") else str(path)
+        if "://" in text:  # grpc://host:8001/model, http://host:8000/model: a Triton server
+            from .triton_backend import open_triton
+
+            return open_triton(text, **options)
         if os.path.isdir(text):
             from .._io import missing_file
 
@@ -146,7 +153,10 @@ class Runtime(object):
             )
         self.input_name = names[0]
         spec = engine.inputs[0]
-        fixed = [d for d in spec.shape[2:] if isinstance(d, int) and d > 0]
+        # uint8 graphs (segexport --input uint8) take N x H x W x 3 frames and normalize inside.
+        uint8_input = str(cin.get("dtype", "float32")) == "uint8"
+        hw_dims = spec.shape[1:3] if uint8_input else spec.shape[2:]
+        fixed = [d for d in hw_dims if isinstance(d, int) and d > 0]
         if len(fixed) == 2 and tuple(fixed) != (height, width):
             raise EngineError(
                 "the engine's input is fixed at {}x{}; input_size {}x{} needs an "
@@ -154,6 +164,8 @@ class Runtime(object):
             )
         batch = spec.shape[0]
         self.max_batch = batch if isinstance(batch, int) and batch > 0 else None
+        if self.max_batch is None:  # a server's dynamic batch axis has an upper bound
+            self.max_batch = getattr(engine, "max_batch_size", None) or None
         self.output_name = (
             cout["name"]
             if cout["name"] in [o.name for o in engine.outputs]
@@ -163,16 +175,20 @@ class Runtime(object):
         self.num_classes = int(card["model"]["num_classes"])
         self.class_names = card["model"].get("class_names")
         self.order = "RGB" if rgb else "BGR"
-        self._pre = Preprocessor(
-            height,
-            width,
-            cin["scale"],
-            cin["mean"],
-            cin["std"],
-            cin["channel_order"],
-            self.order,
-            interpolation,
-        )
+        if uint8_input:
+            self._pre = FramePacker(height, width, cin["channel_order"], self.order, interpolation)
+        else:
+            self._pre = Preprocessor(
+                height,
+                width,
+                cin["scale"],
+                cin["mean"],
+                cin["std"],
+                cin["channel_order"],
+                self.order,
+                interpolation,
+            )
+        self.input_dtype = "uint8" if uint8_input else "float32"
         self._post = Postprocessor(cout["kind"], self.num_classes)
         self.palette = palette_from_card(card)  # (K, 3) uint8 RGB
         self._vis = Visualizer(self.palette, self.order)
@@ -208,7 +224,7 @@ class Runtime(object):
             raise EngineError("this Runtime is closed")
 
     def _run(self, batch):
-        # batch: (N, 3, h, w) float32 -> (N, h, w) labels or (N, K, h, w) logits
+        # batch: (N, 3, h, w) float32 or (N, h, w, 3) uint8 -> (N, h, w) labels or logits
         return self.engine.infer({self.input_name: batch})[self.output_name]
 
     def infer(self, frame, out=None):
@@ -221,8 +237,7 @@ class Runtime(object):
         frame = check_frame(frame, self.order)
         with self._lock:
             self._check_open()
-            self._pre.fill(frame, self._pre.buffer(1)[0])
-            output = self._run(self._pre.buffer(1))
+            output = self._run(self._pre.one(frame))
             return self._post(output[0], frame.shape[:2], out)
 
     def infer_batch(self, frames):
