@@ -10,8 +10,8 @@ Each rule below cites the onnx-tensorrt branch and file it was read from (github
 onnx-tensorrt; the parser of TensorRT X.Y is its X.Y-GA branch):
 
     8.2-GA  f42daeee  builtin_op_importers.cpp, onnx2trt_utils.cpp, README.md
-    8.4-GA  63d626b6  builtin_op_importers.cpp (Resize, Clip: unchanged from 8.2)
-    8.5-GA  fdeeaca8  builtin_op_importers.cpp (Resize: cubic; Clip: FP16 bounds)
+    8.4-GA  63d626b6  builtin_op_importers.cpp (ops; Resize, Clip: unchanged from 8.2)
+    8.5-GA  fdeeaca8  builtin_op_importers.cpp (ops; Resize: cubic; Clip: FP16 bounds)
     8.6-GA  ee0b139b  builtin_op_importers.cpp, onnx2trt_utils.cpp, README.md
     10.1-GA 96e78110  onnxOpImporters.cpp, importerUtils.cpp, README.md (10.x; also used for
                       11.x, whose parser is not in the mirror read here: 11.x dropped no op)
@@ -41,16 +41,20 @@ _OPS_82 = (
     "Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu Tile TopK "
     "Transpose Unsqueeze Upsample Where"
 ).split()
-_OPS_86_ADDED = (
-    "GridSample GroupNormalization HardSwish IsInf LayerNormalization MeanVarianceNormalization "
-    "Mod NonZero OneHot RandomNormal RandomNormalLike RoiAlign Shrink Trilu Xor"
+_OPS_84_ADDED = "HardSwish Shrink Xor".split()  # 8.4-GA builtin_op_importers.cpp
+_OPS_85_ADDED = (  # 8.5-GA builtin_op_importers.cpp
+    "GridSample MeanVarianceNormalization Mod NonZero OneHot RandomNormal RandomNormalLike "
+    "RoiAlign Trilu"
 ).split()
-_OPS_10_ADDED = "CastLike DeformConv Gelu Hardmax Mish".split()
+_OPS_86_ADDED = "GroupNormalization IsInf LayerNormalization".split()  # 8.6-GA
+_OPS_10_ADDED = "CastLike DeformConv Gelu Hardmax Mish".split()  # 10.1-GA onnxOpImporters.cpp
 
 SUPPORTED_OPS = {
     (8, 2): frozenset(_OPS_82),
-    (8, 6): frozenset(_OPS_82 + _OPS_86_ADDED),
-    (10, 0): frozenset(_OPS_82 + _OPS_86_ADDED + _OPS_10_ADDED),
+    (8, 4): frozenset(_OPS_82 + _OPS_84_ADDED),
+    (8, 5): frozenset(_OPS_82 + _OPS_84_ADDED + _OPS_85_ADDED),
+    (8, 6): frozenset(_OPS_82 + _OPS_84_ADDED + _OPS_85_ADDED + _OPS_86_ADDED),
+    (10, 0): frozenset(_OPS_82 + _OPS_84_ADDED + _OPS_85_ADDED + _OPS_86_ADDED + _OPS_10_ADDED),
 }
 
 # Highest default-domain opset per parser (README.md of each branch: "supports operators up to
@@ -122,7 +126,9 @@ def version_text(version):
 
 
 def _ops_for(version):
-    key = (10, 0) if version >= (10, 0) else (8, 6) if version >= (8, 6) else (8, 2)
+    """The op list of the newest release in SUPPORTED_OPS that is not newer than ``version``
+    (9.x uses 8.6's, 11.x 10.x's: the nearest parser read)."""
+    key = max(k for k in SUPPORTED_OPS if k <= version)
     return SUPPORTED_OPS[key]
 
 

@@ -92,8 +92,9 @@ def parser():
         "--trt-version",
         type=_trt_version,
         default=None,
-        help="TensorRT version of the target device for --print-trtexec when "
-        "TensorRT is not installed here (e.g. 8.2 for Jetson TX2; default 10)",
+        help="TensorRT version of the target device (e.g. 8.2 for Jetson TX2): the graph is "
+        "rewritten and checked for its ONNX parser, and --print-trtexec prints its trtexec "
+        "line (default: the installed TensorRT, else 10)",
     )
     e.add_argument(
         "--workspace",

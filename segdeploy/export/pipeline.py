@@ -346,7 +346,9 @@ def _run_staged(args, stream, staging):
         reference = model
 
     # --- rewrites for the target TensorRT release (export/lower.py), verified below --------
-    trt_target = trt_version if (backend == "tensorrt" or args.print_trtexec) else None
+    # (--trt-version alone also names a TensorRT target: the ONNX is for that device)
+    to_tensorrt = backend == "tensorrt" or args.print_trtexec or args.trt_version is not None
+    trt_target = trt_version if to_tensorrt else None
     if trt_target:
         from .lower import lower_for_target
 

@@ -83,7 +83,10 @@ def test_ops_opsets_types_and_outputs_per_release():
     assert any("opset 20 is newer" in e and "<= 17" in e for e in _errors(gelu, "8.6"))
     assert _errors(gelu, "10.8") == []
     hardswish = _model([helper.make_node("HardSwish", ["x"], ["y"])])
-    assert _errors(hardswish, "8.2") and not _errors(hardswish, "8.6")
+    assert _errors(hardswish, "8.2") and not _errors(hardswish, "8.4")
+    layernorm = _model([helper.make_node("LayerNormalization", ["x", "x"], ["y"])])
+    assert _errors(layernorm, "8.5") and not _errors(layernorm, "8.6")
+    assert not _errors(layernorm, "9.3") and not _errors(layernorm, "11.4")
     assert any(
         "<= 13" in e
         for e in _errors(_model([helper.make_node("Relu", ["x"], ["y"])], opset=17), "8.2")

@@ -206,3 +206,21 @@ def test_engine_sidecar_records_the_label_dtype_the_engine_returns():
     assert card["output"]["dtype"] == "int64"  # the ONNX's own card is left alone
     onnxruntime_engine = {"backend": "onnxruntime"}
     assert card_mod.with_engine(card, onnxruntime_engine)["output"]["dtype"] == "int64"
+
+
+def test_trt_version_alone_targets_that_release(tmp_path, capsys):
+    """--trt-version names the device even for a host-only export: the ONNX is rewritten and
+    checked for it (SwiftNet's decoder BatchNorms -> Mul+Add), and still verified here."""
+    pytest.importorskip("torch")
+    from segdeploy.export.cli import main
+
+    argv = ["--model", "swiftnet_tiny", "--res", "64x128", "--out", tmp_path]
+    argv += ["--backend", "onnxruntime", "--trt-version", "8.2", "--verify-inputs", "1"]
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "BatchNormalization without a convolution before them -> Mul+Add" in out
+    assert "TensorRT 8.2 parser check of swiftnet_tiny.onnx" in out
+    written = onnx_reader.read_model(tmp_path / "swiftnet_tiny.onnx")
+    assert "BatchNormalization" not in {n.op_type for n in written.graph.nodes}
+    assert (tmp_path / "swiftnet_tiny.ort").is_file()  # the host's engine from the same graph
