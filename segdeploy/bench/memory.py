@@ -88,16 +88,16 @@ class _Sampler(threading.Thread):
         self.daemon = True
         self.interval = interval
         self.peak = current_rss_mb() or 0.0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self):
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             now = current_rss_mb()
             if now is not None and now > self.peak:
                 self.peak = now
 
     def finish(self):
-        self._stop.set()
+        self._halt.set()
         self.join()
         now = current_rss_mb()
         return max(self.peak, now or 0.0)

@@ -202,3 +202,16 @@ def test_sizes_for_static_engine_refuses_other_sizes(engines):
     assert engine_runs.sizes_for("e", card, "128x256", runtime, cli.parse_resolutions) == [
         ((64, 128), (128, 256))
     ]
+
+
+def test_engine_memory_sampled_where_the_peak_cannot_be_reset(monkeypatch):
+    import time
+
+    monkeypatch.setattr(memory, "reset_peak", lambda: False)
+    probe = memory.EngineMemory().start()
+    assert probe.method.startswith("resident set sampled")
+    held = np.ones(80 * 2**20 // 8)
+    time.sleep(0.1)  # several sampling periods
+    del held
+    figures = probe.stop()
+    assert figures["peak_mb"] >= 70 and figures["rss_mb"] - figures["rss_before_mb"] < 40
