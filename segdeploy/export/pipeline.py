@@ -51,8 +51,8 @@ def user_model_spec(name, num_classes, stride, builder=None):
     )
 
 
-def load_user_model(reference, stride):
-    """``path/to/file.py:factory`` -> (nn.Module, spec)."""
+def load_user_model(reference, stride, factory_args=None):
+    """``path/to/file.py:factory`` -> (nn.Module, spec); ``factory_args``: --factory-args."""
     path, _, factory = reference.rpartition(":")
     if not os.path.isfile(path):
         raise SegDeployError("--model {}: file {} does not exist".format(reference, path))
@@ -67,7 +67,9 @@ def load_user_model(reference, stride):
     fn = getattr(module, factory, None)
     if fn is None or not callable(fn):
         raise SegDeployError("--model {}: {} has no callable {!r}".format(reference, path, factory))
-    model = fn().eval()
+    from .user_model import call_factory, parse_factory_args
+
+    model = call_factory(fn, reference, parse_factory_args(factory_args))
     num_classes = getattr(model, "num_classes", None)
     name = os.path.splitext(os.path.basename(path))[0]
     stride = stride or getattr(model, "output_stride", 32)
@@ -79,7 +81,7 @@ def build_model(args):
     from .. import models
 
     if args.model and ".py:" in args.model:
-        model, spec = load_user_model(args.model, args.stride)
+        model, spec = load_user_model(args.model, args.stride, getattr(args, "factory_args", None))
         if args.checkpoint:
             models.load_checkpoint(model, args.checkpoint, args.unsafe_pickle)
     else:
@@ -185,8 +187,18 @@ def run(args, stream=None):
                 "export one static --res per resolution you deploy".format(spec.name, *profile.opt)
             )
         height, width = profile.opt
-        # A zoo model was built with its class count; only a user's model needs a forward pass.
-        num_classes = args.num_classes or spec.num_classes or _num_classes_of(model, height, width)
+        output_facts = None
+        if spec.family == "user":
+            # Found by a forward pass, not assumed: which output, how many classes, what size.
+            from .user_model import check_classes, prepare
+
+            model, num_classes, output_facts = prepare(model, height, width, steps.say)
+            check_classes(num_classes, args)
+        else:
+            # A zoo model was built with its class count.
+            num_classes = (
+                args.num_classes or spec.num_classes or _num_classes_of(model, height, width)
+            )
         from . import fold_batchnorm
         from .fold import FoldError, count_batchnorms
 
@@ -208,6 +220,10 @@ def run(args, stream=None):
         from .onnx_export import export_onnx, op_histogram
 
         card = make_card(spec, num_classes, height, width, args.output, profile, args.opset, sha)
+        if output_facts is not None:
+            from .user_model import record_output
+
+            record_output(card, output_facts)
         name = args.name or spec.name
         exported = steps.run(
             "export ONNX (opset {}, {}, output {})".format(
@@ -237,6 +253,10 @@ def run(args, stream=None):
             )
         )
         reference = model
+
+    from .user_model import apply_flags
+
+    apply_flags(card, args, steps.say)  # --mean/--std/--rgb/--bgr/--classes
 
     # --- verification --------------------------------------------------------------------
     from . import verify
@@ -378,6 +398,7 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
             plan,
             card,
             precision=precision,
+            log=lambda text: print(text, file=steps.stream, flush=True),  # silent under -q
             **options,
         )
         return plan, engine_card
@@ -394,6 +415,7 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
         engine_path,
         card,
         threads=args.threads,
+        log=lambda text: print(text, file=steps.stream, flush=True),  # silent under -q
     )
     why = "built an ONNX Runtime CPU engine because {}".format(reason.split(";")[0])
     if args.fp16:
