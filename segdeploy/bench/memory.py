@@ -142,7 +142,7 @@ class EngineMemory(object):
         after = current_rss_mb()
         before = self.before_mb
         figures = {
-            "kind": "resident set added by {} (peak minus before)".format(self.scope),
+            "kind": "resident set added by {}: peak minus before".format(self.scope),
             "method": self.method,
             "peak_mb": None if peak is None or before is None else max(0.0, peak - before),
             "open_mb": None
