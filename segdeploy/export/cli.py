@@ -112,8 +112,8 @@ def parser():
     e.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads of the engine")
     b = p.add_argument_group(
         "bring-your-own model",
-        "pre-processing and classes of --model file.py:factory or --onnx (they override the "
-        "card's for zoo models too); without them ImageNet RGB and class_N are assumed, and said",
+        "  pre-processing and classes of --model file.py:factory or --onnx (they override\n"
+        "  a zoo model's too); without them ImageNet RGB and class_N are assumed, and said so",
     )
     b.add_argument(
         "--factory-args",

@@ -262,3 +262,31 @@ def test_onnx_graph_takes_the_same_flags(model_file, tmp_path, capsys):
     assert card["model"]["class_names"] == NAMES and card["input"]["channel_order"] == "BGR"
     assert card["input"]["mean"] == pytest.approx([0.5] * 3)
     assert card["input"]["std"] == pytest.approx([0.25] * 3)
+
+
+def test_prepare_finds_the_logits_in_tuples_and_dicts():
+    import torch
+
+    class Heads(torch.nn.Module):
+        def __init__(self, kind):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.kind = kind
+
+        def forward(self, x):
+            y = self.conv(x)
+            if self.kind == "tuple":
+                return y, y * 2
+            if self.kind == "one-key":
+                return {"seg": y}
+            return {"a": y, "b": y}
+
+    said = []
+    model, classes, facts = user_model.prepare(Heads("tuple").eval(), 32, 64, said.append)
+    assert classes == 4 and facts["resolution"] == "1/2" and "first element" in said[0]
+    with torch.no_grad():
+        assert tuple(model(torch.zeros(1, 3, 32, 64)).shape) == (1, 4, 32, 64)
+    _, _, facts = user_model.prepare(Heads("one-key").eval(), 32, 64)
+    assert "'seg'" in facts["output"]
+    with pytest.raises(SegDeployError, match="no 'out'"):
+        user_model.prepare(Heads("two-keys").eval(), 32, 64)
