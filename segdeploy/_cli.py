@@ -9,3 +9,57 @@ def add_version(parser):
         "--version", action="version", version="%(prog)s (segdeploy) " + __version__
     )
     return parser
+
+
+QUIET, NORMAL, VERBOSE = -1, 0, 1
+
+
+def add_verbosity(parser):
+    """``-v`` (more detail, repeatable) and ``-q`` (only errors and the final result line)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="print more detail (repeat for even more)",
+    )
+    group.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only errors and the final result line",
+    )
+    return parser
+
+
+def verbosity(args):
+    """QUIET (-1), NORMAL (0) or the -v count (1, 2, ...) of parsed ``args``."""
+    if getattr(args, "quiet", False):
+        return QUIET
+    return int(getattr(args, "verbose", 0) or 0)
+
+
+class Printer(object):
+    """print() by verbosity: ``info`` unless -q, ``detail`` with -v, ``result`` always."""
+
+    def __init__(self, level=NORMAL, stream=None):
+        import sys
+
+        self.level = level
+        self.stream = stream or sys.stdout
+
+    def _emit(self, text):
+        print(text, file=self.stream)
+        self.stream.flush()
+
+    def result(self, text):
+        self._emit(text)
+
+    def info(self, text):
+        if self.level > QUIET:
+            self._emit(text)
+
+    def detail(self, text):
+        if self.level >= VERBOSE:
+            self._emit(text)

@@ -90,11 +90,12 @@ FACTORIES = {
         "def make():\n    return M()\n",
         "segdeploy needs float logits of shape N x classes x H x W",
     ),
-    "tuple": (
+    # a tuple or dict output is fine (its first element / 'out' is exported); text is not
+    "text": (
         "import torch\n"
         "class M(torch.nn.Module):\n"
         "    def forward(self, x):\n"
-        "        return x, x\n"
+        "        return 'logits'\n"
         "def make():\n    return M()\n",
         "not one logits tensor",
     ),

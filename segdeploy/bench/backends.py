@@ -28,13 +28,29 @@ def parse_backends(text):
 
 
 def open_backend(
-    name, model, spec, height, width, workdir, device=None, threads=None, fp16=False, fold_bn=True
+    name,
+    model,
+    spec,
+    height,
+    width,
+    workdir,
+    device=None,
+    threads=None,
+    fp16=False,
+    fold_bn=True,
+    probe=None,
 ):
-    """An opened Engine of backend ``name`` for ``model`` at ``height`` x ``width``."""
+    """An opened Engine of backend ``name`` for ``model`` at ``height`` x ``width``.
+
+    ``probe`` (a ``memory.EngineMemory``) is started just before the engine itself is opened,
+    after any export or build, so that its figures are the engine's and not the exporter's.
+    """
+    start = probe.start if probe is not None else (lambda: None)
     from ..runtime.torch_backend import TorchEngine, _card_for
 
     card = _card_for(spec, spec.num_classes if spec else 19, height, width, "labels")
     if name == "torch":
+        start()
         return TorchEngine(
             model,
             device=device,
@@ -53,6 +69,7 @@ def open_backend(
     if name == "onnxruntime":
         from ..runtime.onnxruntime_backend import OnnxRuntimeEngine
 
+        start()
         return OnnxRuntimeEngine(
             onnx_path, device=device if device != "cpu" else "cpu", threads=threads
         )
@@ -64,4 +81,5 @@ def open_backend(
         workdir, "{}_{}x{}.{}.plan".format(card["model"]["name"], height, width, precision)
     )
     build_tensorrt_engine(onnx_path, plan, card, precision=precision, log=lambda *a: None)
+    start()
     return open_engine(plan)

@@ -8,16 +8,16 @@ Python 3.6 compatible; backends are imported when their engine is opened.
 """
 
 import argparse
-import os
 import shutil
 import sys
 import tempfile
 
-from .._cli import add_version
+from .._cli import QUIET, Printer, add_verbosity, add_version, verbosity
 from ..errors import SegDeployError
 from . import protocols, report
 from .harness import complexity_of
 from .harness import run as run_protocol
+from .memory import EngineMemory
 
 
 def parse_resolutions(text, stride=None):
@@ -45,8 +45,13 @@ def build_parser():
         prog="segbench", description="Time segmentation engines under the papers' protocols."
     )
     add_version(parser)
+    add_verbosity(parser)
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--engine", help="engine file (.onnx, .ort, .plan, .engine, .pt2)")
+    what.add_argument(
+        "--engine",
+        action="append",
+        help="engine file (.onnx, .ort, .plan, .engine, .pt2); repeat to compare several",
+    )
     what.add_argument("--model", help="zoo model name, swept over --backends and --res")
     what.add_argument(
         "--zoo",
@@ -67,7 +72,9 @@ def build_parser():
         help="for --model: comma-separated torch, onnxruntime, tensorrt",
     )
     parser.add_argument(
-        "--res", help="HxW, comma-separated for a sweep (default for --engine: the engine's size)"
+        "--res",
+        help="HxW, comma-separated for a sweep (default for --engine: the engine's size; a "
+        "dynamic engine takes any size inside its profile)",
     )
     parser.add_argument(
         "--protocol",
@@ -163,51 +170,9 @@ def _engine_complexity(card, height, width):
 
 
 def _bench_engine(args, protocol, progress):
-    from ..runtime.runtime import Runtime
+    from .engine_runs import bench_engines
 
-    if not os.path.isfile(args.engine) and os.path.splitext(args.engine)[1]:
-        from .._io import missing_file
-
-        raise SegDeployError(missing_file(args.engine, "engine file"))
-    options = {}
-    if args.threads is not None:
-        options["threads"] = args.threads
-    if args.plugin:
-        options["plugins"] = list(args.plugin)  # loaded because the user named them
-    if args.unsafe_pickle:
-        options["unsafe"] = True
-    runtime = Runtime(args.engine, device=args.device, **options)
-    try:
-        card = runtime.card
-        size = runtime.input_size
-        frames = parse_resolutions(args.res, card["input"].get("stride")) if args.res else [size]
-        records = []
-        params, macs = _engine_complexity(card, size[0], size[1])
-        for frame_hw in frames:
-            if protocol.name != "runtime" and tuple(frame_hw) != tuple(size):
-                raise SegDeployError(
-                    "{} takes {}x{} inputs; --res {}x{} needs an engine built "
-                    "for it (or --protocol runtime, which resizes frames)".format(
-                        args.engine, size[0], size[1], *frame_hw
-                    )
-                )
-            progress.start("{} {}x{}".format(runtime.backend, *frame_hw))
-            records.append(
-                run_protocol(
-                    runtime.engine,
-                    protocol,
-                    size[0],
-                    size[1],
-                    frame_hw=frame_hw,
-                    params=params,
-                    macs=macs,
-                    peak_cache={},
-                    progress=progress,
-                )
-            )
-        return records
-    finally:
-        runtime.close()
+    return bench_engines(args, protocol, progress, _engine_complexity, parse_resolutions)
 
 
 def _bench_model(args, protocol, progress):
@@ -227,6 +192,8 @@ def _bench_model(args, protocol, progress):
         for height, width in sizes:
             params, macs = complexity_of(model, height, width)
             for backend in backends:
+                fp16 = protocol.mixed_precision and args.device == "cuda"
+                probe = EngineMemory(cuda=(args.device or "").startswith("cuda"))
                 engine = open_backend(
                     backend,
                     model,
@@ -236,8 +203,9 @@ def _bench_model(args, protocol, progress):
                     workdir,
                     device=args.device,
                     threads=args.threads,
-                    fp16=protocol.mixed_precision and args.device == "cuda",
+                    fp16=fp16,
                     fold_bn=protocol.fold_bn,
+                    probe=probe,
                 )
                 try:
                     progress.start("{} {}x{}".format(backend, height, width))
@@ -252,8 +220,14 @@ def _bench_model(args, protocol, progress):
                             macs=macs,
                             peak_cache=peak_cache,
                             progress=progress,
+                            memory=probe,
                         )
                     )
+                    records[-1]["engine"] = {
+                        "path": None,  # built for this sweep in a temporary directory
+                        "backend": backend,
+                        "precision": "fp16" if fp16 else "fp32",
+                    }
                 finally:
                     engine.close()
     finally:
@@ -291,25 +265,74 @@ def check_arguments(args):
         from .._deps import require
 
         require("matplotlib", "--plot")
-    engine_is_plan = str(args.engine or "").lower().endswith((".plan", ".engine"))
-    if args.plugin and not (engine_is_plan or args.blocks):
+    not_plans = [e for e in args.engine or () if not e.lower().endswith((".plan", ".engine"))]
+    if args.plugin and (not_plans or not (args.engine or args.blocks)):
         raise SegDeployError(
             "--plugin goes with --engine FILE.plan (a TensorRT engine) or --blocks: {} is not "
-            "a TensorRT plan; drop --plugin".format(args.engine)
+            "a TensorRT plan; drop --plugin".format(
+                not_plans[0] if not_plans else "--model " + str(args.model)
+            )
         )
+    servers = [e for e in args.engine or () if "://" in e]
+    if servers and len(args.engine) > 1:
+        raise SegDeployError(
+            "--engine {} is a server: time one server at a time, without other --engine "
+            "files".format(servers[0])
+        )
+
+
+def command_line(argv=None):
+    """The command as a shell would take it back: ``segbench --engine a.onnx ...``."""
+    import shlex
+
+    words = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["segbench"] + [shlex.quote(str(w)) for w in words])
+
+
+def _print_records(out, records):
+    """-q: a result line per run; default: a block per run and the table; -v: plus detail."""
+    for rec in records:
+        out.info(report.format_run(rec))
+        mem = rec["memory"]
+        out.detail(
+            "  detail:   memory by {}: {} MiB resident before opening, {} after; samples (ms) "
+            "first {}, last {}".format(
+                mem.get("method"),
+                report._fmt(mem.get("rss_before_mb"), "{:.0f}"),
+                report._fmt(mem.get("rss_mb"), "{:.0f}"),
+                rec["samples_ms"][:5],
+                rec["samples_ms"][-5:],
+            )
+        )
+        build = (rec.get("engine") or {}).get("build")
+        if build:
+            out.detail("  build:    {}".format(build))
+        out.info("")
+        if rec.get("spread_warning") and out.level > QUIET:
+            print(
+                "segbench: warning: {}: {}".format(
+                    report._column_name(rec, records), rec["spread_warning"]
+                ),
+                file=sys.stderr,
+            )
+    if len(records) > 1:
+        out.info(report.format_table(records))
+    if out.level == QUIET:
+        for rec in records:
+            out.result(report.result_line(rec, records))
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return _main(args)
+        return _main(args, argv)
     except KeyboardInterrupt:
         print("segbench: interrupted; no results were written", file=sys.stderr)
         return 130
 
 
-def _main(args):
+def _main(args, argv=None):
     try:
         check_arguments(args)
         if args.zoo:
@@ -318,18 +341,18 @@ def _main(args):
             from .blocks import main_blocks
 
             return main_blocks(args)
-        if args.engine and "://" in args.engine:
+        if args.engine and "://" in args.engine[0]:
             from .served import bench_served
 
+            args.engine = args.engine[0]  # one server URL (checked above)
             return bench_served(args)
         protocol = protocols.get(args.protocol, args.warmup, args.iters)
-        runs = (
-            1
-            if args.engine
-            else max(1, len(str(args.res or "x").split(",")))
-            * max(1, len(str(args.backends).split(",")))
+        sizes = max(1, len(str(args.res or "x").split(",")))
+        runs = sizes * (
+            len(args.engine) if args.engine else max(1, len(str(args.backends).split(",")))
         )
-        progress = _Progress(runs * (protocol.iters), not args.no_progress)
+        level = verbosity(args)
+        progress = _Progress(runs * (protocol.iters), not args.no_progress and level > QUIET)
         try:
             if args.engine:
                 records = _bench_engine(args, protocol, progress)
@@ -337,18 +360,20 @@ def _main(args):
                 records = _bench_model(args, protocol, progress)
         finally:
             progress.close()
+        out = Printer(level)
+        command = command_line(argv)
         for rec in records:
-            print(report.format_run(rec))
-            print()
-        if len(records) > 1:
-            print(report.format_table(records))
-        for path, writer in ((args.json, report.write_json), (args.csv, report.write_csv)):
-            if path:
-                writer(path, records)
-                print("wrote {}".format(path))
+            rec["command"] = command
+        _print_records(out, records)
+        if args.json:
+            report.write_json(args.json, records, command)
+            out.info("wrote {}".format(args.json))
+        if args.csv:
+            report.write_csv(args.csv, records)
+            out.info("wrote {}".format(args.csv))
         if args.plot:
             report.write_plot(args.plot, records, args.plot_metric)
-            print("wrote {}".format(args.plot))
+            out.info("wrote {}".format(args.plot))
     except SegDeployError as exc:
         print(
             "segbench: error: {}".format(

@@ -16,6 +16,7 @@ import numpy as np
 from .._deps import require
 from . import peak as peak_mod
 from . import stats
+from .memory import EngineMemory
 from .protocols import describe_scope
 
 
@@ -108,7 +109,8 @@ def _make_step(engine, protocol, height, width, frame_hw):
     if protocol.name == "runtime":
         from ..runtime import Runtime
 
-        runtime = Runtime(engine, input_size=None)
+        # (height, width) is the card's size, or a size inside a dynamic engine's profile
+        runtime = Runtime(engine, input_size=(height, width))
         frame = sample_frame(frame_hw[0], frame_hw[1])
         out = np.empty(frame_hw, np.uint8)
         return (lambda: runtime.infer(frame, out=out)), scope
@@ -147,13 +149,21 @@ def run(
     macs=None,
     peak_cache=None,
     progress=None,
+    memory=None,
 ):
     """Time ``engine`` under ``protocol`` at ``height`` x ``width``; returns a JSON-able dict.
 
     ``frame_hw`` is the frame size for protocols that resize to it (default: the input size).
     ``params`` / ``macs`` come from ``complexity_of`` (None when unknown). ``progress`` is called
-    with the number of iterations done so far.
+    with the number of iterations done so far. ``memory`` is a ``memory.EngineMemory`` started
+    before the engine was opened, so that the memory row is the engine's own; without it the
+    figures cover running only (the engine was opened before this call).
     """
+    if memory is None:
+        memory = EngineMemory(
+            cuda=getattr(engine, "device_kind", "cpu") == "cuda",
+            scope="running the engine (opened before the measurement)",
+        ).start()
     frame_hw = tuple(frame_hw or (height, width))
     device_kind = getattr(engine, "device_kind", "cpu")
     if hasattr(engine, "cudnn_benchmark"):
@@ -178,8 +188,14 @@ def run(
     sync()
     loop_ms = (time.perf_counter() - loop_start) * 1e3
     summary = stats.summarize(samples)
-    rss, rss_peak = _rss_mb()
     device_mem = engine.peak_device_memory() if hasattr(engine, "peak_device_memory") else None
+    mem = memory.stop(device_kind)
+    mem["process_peak_mb"] = _rss_mb()[1]
+    if device_mem is not None:  # torch's own count of what this engine allocated on the device
+        mem["device_mb"] = device_mem / 2.0**20
+        mem["device_kind"] = "torch max_memory_allocated during the timed loop"
+    elif mem.get("device_mb") is not None:
+        mem["device_kind"] = "drop in free device memory from before opening to the end"
     peak = peak_mod.device_peak(
         device_kind, "fp16" if getattr(engine, "fp16", False) else "fp32", peak_cache
     )
@@ -208,6 +224,7 @@ def run(
         if device_kind == "cuda"
         else "host perf_counter (CPU: no device to synchronize)",
         "latency_ms": summary,
+        "spread_warning": stats.spread_warning(summary),
         "fps": summary["fps"],
         "loop_fps": 1000.0 * protocol.iters * protocol.batch / loop_ms,
         "params": params,
@@ -216,13 +233,7 @@ def run(
         "peak_source": peak.source,
         "floor_ms": floor,
         "floor_share": floor / summary["median"] if floor else None,
-        "memory": {
-            "kind": "device (torch max_memory_allocated)"
-            if device_mem is not None
-            else "resident set of the process (peak since process start)",
-            "peak_mb": device_mem / 2.0**20 if device_mem is not None else rss_peak,
-            "rss_mb": rss,
-        },
+        "memory": mem,
         "versions": versions,
         "samples_ms": [round(s, 4) for s in samples],
     }

@@ -32,6 +32,10 @@ CSV_FIELDS = (
     "floor_ms",
     "floor_share",
     "scope",
+    "engine_path",
+    "precision",
+    "cv",
+    "device_memory_mb",
 )
 
 
@@ -46,6 +50,24 @@ def _count(n):
         if abs(n) >= scale:
             return "{:.2f} {}".format(n / scale, unit)
     return str(n)
+
+
+def _pct(fraction):
+    return None if fraction is None else 100.0 * fraction
+
+
+def describe_memory(mem):
+    """The memory line of a run: the engine's own figures, the process peak beside them."""
+    text = "  memory:   engine {} MiB ({}; {} MiB once opened)".format(
+        _fmt(mem.get("peak_mb"), "{:.0f}"), mem.get("kind", "?"), _fmt(mem.get("open_mb"), "{:.0f}")
+    )
+    if mem.get("device_mb") is not None:
+        text += "; device {} MiB ({})".format(
+            _fmt(mem["device_mb"], "{:.0f}"), mem.get("device_kind", "device")
+        )
+    if mem.get("process_peak_mb") is not None:
+        text += "; whole process peaked at {} MiB".format(_fmt(mem["process_peak_mb"], "{:.0f}"))
+    return text
 
 
 def format_run(rec):
@@ -63,10 +85,20 @@ def format_run(rec):
             rec["iters"],
         ),
         "  device:   {} ({})".format(rec["device_name"], rec["device"]),
+    ]
+    engine = rec.get("engine") or {}
+    if engine.get("path"):
+        lines.append(
+            "  engine:   {} ({} {})".format(engine["path"], engine["backend"], engine["precision"])
+        )
+    lines += [
         "  timer:    {}".format(rec["timer"]),
         "  scope:    {}".format(rec["scope_text"]),
-        "  latency:  mean {} ms, median {}, p90 {}, p99 {}, min {}, max {}, std {}".format(
-            *(_fmt(lat[k]) for k in ("mean", "median", "p90", "p99", "min", "max", "std"))
+        "  latency:  mean {} ms, median {}, p90 {}, p99 {}, min {}, max {}, std {} "
+        "(spread {} of the mean){}".format(
+            *(_fmt(lat[k]) for k in ("mean", "median", "p90", "p99", "min", "max", "std")),
+            _fmt(_pct(lat.get("cv")), "{:.1f} %"),
+            "; WARNING: unstable" if rec.get("spread_warning") else "",
         ),
         "  fps:      {} (1000 / mean){}".format(
             _fmt(rec["fps"], "{:.1f}"),
@@ -77,9 +109,7 @@ def format_run(rec):
         "  model:    {} params, {} multiply-adds".format(
             _count(rec["params"]), _count(rec["macs"])
         ),
-        "  memory:   peak {} MiB ({})".format(
-            _fmt(rec["memory"]["peak_mb"], "{:.0f}"), rec["memory"]["kind"]
-        ),
+        describe_memory(rec["memory"]),
         "  floor:    {} ms at {} GFLOP/s ({}); median reaches {} of it".format(
             _fmt(rec["floor_ms"]),
             _fmt(rec["peak_gflops"], "{:.0f}"),
@@ -105,9 +135,17 @@ def format_run(rec):
     return "\n".join(lines)
 
 
+def _engine_path(rec):
+    return (rec.get("engine") or {}).get("path")
+
+
 def _column_name(rec, records):
     names = []
-    if len({r["backend"] for r in records}) > 1:
+    if len({_engine_path(r) for r in records}) > 1 and _engine_path(rec):
+        import os
+
+        names.append(os.path.basename(_engine_path(rec)))  # several engine files: by file
+    elif len({r["backend"] for r in records}) > 1:
         names.append(rec["backend"])
     if len({tuple(r["resolution"]) for r in records}) > 1:
         names.append("{}x{}".format(*rec["resolution"]))
@@ -116,12 +154,38 @@ def _column_name(rec, records):
     return " ".join(names) or rec["backend"]
 
 
+def _like(rec):
+    """What must be equal for a speed-up to mean something: the work done and what is timed."""
+    return (
+        tuple(rec["resolution"]),
+        tuple(rec.get("frame") or rec["resolution"]),
+        rec["protocol"],
+        rec.get("batch", 1),
+    )
+
+
+def speedups(records):
+    """Speed-up of each record's median over the first record doing the same work (same
+    resolution, frame size, protocol and batch); None for the first of each group and for a
+    record alone at its resolution. Speed-ups across resolutions would mix two effects."""
+    base = {}
+    for r in records:
+        base.setdefault(_like(r), r)
+    out = []
+    for r in records:
+        first = base[_like(r)]
+        if first is r:
+            out.append(1.0 if sum(1 for x in records if _like(x) == _like(r)) > 1 else None)
+        else:
+            out.append(first["latency_ms"]["median"] / r["latency_ms"]["median"])
+    return out
+
+
 def format_table(records):
     """One side-by-side table, a column per record; speed-ups are against the first column."""
     if not records:
         return ""
     heads = [_column_name(r, records) for r in records]
-    base = records[0]["latency_ms"]["median"]
     rows = [("", heads)]
     for label, key in (
         ("mean ms", "mean"),
@@ -133,12 +197,27 @@ def format_table(records):
         ("std ms", "std"),
     ):
         rows.append((label, [_fmt(r["latency_ms"][key]) for r in records]))
-    rows.append(("FPS", [_fmt(r["fps"], "{:.1f}") for r in records]))
     rows.append(
-        ("speed-up (median)", ["{:.2f}x".format(base / r["latency_ms"]["median"]) for r in records])
+        (
+            "spread (CV)",
+            [
+                _fmt(_pct(r["latency_ms"].get("cv")), "{:.1f} %")
+                + ("!" if r.get("spread_warning") else "")
+                for r in records
+            ],
+        )
     )
+    rows.append(("FPS", [_fmt(r["fps"], "{:.1f}") for r in records]))
+    rows.append(("speed-up (median)", [_fmt(x, "{:.2f}x") for x in speedups(records)]))
     rows.append(("multiply-adds", [_count(r["macs"]) for r in records]))
-    rows.append(("peak memory MiB", [_fmt(r["memory"]["peak_mb"], "{:.0f}") for r in records]))
+    rows.append(("engine memory MiB", [_fmt(r["memory"]["peak_mb"], "{:.0f}") for r in records]))
+    if any(r["memory"].get("device_mb") is not None for r in records):
+        rows.append(
+            (
+                "device memory MiB",
+                [_fmt(r["memory"].get("device_mb"), "{:.0f}") for r in records],
+            )
+        )
     rows.append(
         (
             "floor share",
@@ -155,11 +234,29 @@ def format_table(records):
         lines.append("  ".join([label.ljust(width0)] + [c.rjust(w) for c, w in zip(cells, widths)]))
     first = records[0]
     lines.append(
-        "scope: {} | device: {} | speed-ups against the first column".format(
-            first["scope_text"], first["device_name"]
-        )
+        "scope: {} | device: {} | speed-ups against the first column at the same resolution "
+        "and protocol (none across resolutions)".format(first["scope_text"], first["device_name"])
     )
+    if any(r.get("spread_warning") for r in records):
+        lines.append("!: spread above {:.0f} % of the mean; unstable figures".format(_spread_pct()))
     return "\n".join(lines)
+
+
+def _spread_pct():
+    from .stats import SPREAD_WARN_CV
+
+    return 100 * SPREAD_WARN_CV
+
+
+def result_line(rec, records):
+    """One line per run for ``segbench -q``: what ran and its median, FPS and spread."""
+    return "{}: median {} ms, {} FPS, spread {}{}".format(
+        _column_name(rec, records) if len(records) > 1 else _engine_path(rec) or rec["backend"],
+        _fmt(rec["latency_ms"]["median"]),
+        _fmt(rec["fps"], "{:.1f}"),
+        _fmt(_pct(rec["latency_ms"].get("cv")), "{:.1f} %"),
+        " (unstable)" if rec.get("spread_warning") else "",
+    )
 
 
 def csv_rows(records):
@@ -186,6 +283,10 @@ def csv_rows(records):
             r["floor_ms"],
             r["floor_share"],
             r["scope_text"],
+            _engine_path(r),
+            (r.get("engine") or {}).get("precision"),
+            r["latency_ms"].get("cv"),
+            r["memory"].get("device_mb"),
         ]
 
 
@@ -198,8 +299,9 @@ def write_csv(path, records):
     _io.write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
-def write_json(path, records):
-    _io.write_json(path, {"schema": "segdeploy.bench/1", "runs": list(records)})
+def write_json(path, records, command=None):
+    """``{"schema", "command", "runs"}``; every run also names its engine and command."""
+    _io.write_json(path, {"schema": "segdeploy.bench/1", "command": command, "runs": list(records)})
 
 
 def write_plot(path, records, metric="latency"):

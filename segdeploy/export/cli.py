@@ -10,7 +10,7 @@ segexport --model path/to/file.py:factory   # bring-your-own nn.Module (runs tha
 import argparse
 import sys
 
-from .._cli import add_version
+from .._cli import QUIET, VERBOSE, add_verbosity, add_version, verbosity
 from ..errors import SegDeployError
 
 
@@ -33,6 +33,7 @@ def parser():
         "  segexport --model regseg --backend tensorrt --fp16 --print-trtexec --trt-version 8.2",
     )
     add_version(p)
+    add_verbosity(p)
     src = p.add_argument_group("what to export")
     src.add_argument(
         "--model",
@@ -165,10 +166,74 @@ def parser():
         metavar="US",
         help="Triton dynamic batching: longest wait for a fuller batch (default 100 us)",
     )
+    b = p.add_argument_group(
+        "bring-your-own model",
+        "  pre-processing and classes of --model file.py:factory or --onnx (they override\n"
+        "  a zoo model's too); without them ImageNet RGB and class_N are assumed, and said so",
+    )
+    b.add_argument(
+        "--factory-args",
+        action="append",
+        metavar="ARGS",
+        help="keyword arguments of the factory: JSON ('{\"num_classes\": 5}') or key=value "
+        "pairs (num_classes=5,pretrained=false); parsed, never evaluated; repeatable",
+    )
+    b.add_argument("--mean", metavar="R,G,B", help="per-channel mean (0..1 or 0..255 units)")
+    b.add_argument("--std", metavar="R,G,B", help="per-channel std (same units as --mean)")
+    b.add_argument(
+        "--input-range",
+        choices=("0-1", "0-255"),
+        help="units of --mean/--std: pixels / 255, or raw 0..255 (default: 0-255 when a "
+        "value is above 1)",
+    )
+    order = b.add_mutually_exclusive_group()
+    order.add_argument(
+        "--rgb",
+        dest="channel_order",
+        action="store_const",
+        const="RGB",
+        help="the model takes RGB channels (the default)",
+    )
+    order.add_argument(
+        "--bgr",
+        dest="channel_order",
+        action="store_const",
+        const="BGR",
+        help="the model takes BGR channels (OpenCV / Caffe-trained)",
+    )
+    b.add_argument(
+        "--classes",
+        metavar="N|FILE",
+        help="number of classes, or a text file with one class name a line",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--out", default="out", help="output directory (default: out)")
     o.add_argument("--name", help="base name of the artifacts (default: the model's name)")
     return p
+
+
+def _print_result(result, level):
+    """-q: only the result line (the engine, else the ONNX file); -v: the card and parity."""
+    artifacts = result.get("artifacts") or {}
+    parity = result.get("parity_fp32") or {}
+    if level >= VERBOSE:
+        import json
+
+        card = result.get("card") or {}
+        for section in ("model", "input", "output"):
+            print("{}: {}".format(section, json.dumps(card.get(section), sort_keys=True)))
+        for key in ("parity_fp32", "parity_fp16"):
+            if result.get(key):
+                print("{}: {}".format(key, json.dumps(result[key], sort_keys=True, default=str)))
+    if level == QUIET:
+        print(
+            "{}{}".format(
+                artifacts.get("engine") or artifacts.get("onnx"),
+                "  (label agreement with PyTorch {:.4%})".format(parity["label_agreement"])
+                if parity.get("label_agreement") is not None
+                else "",
+            )
+        )
 
 
 def main(argv=None):
@@ -182,8 +247,18 @@ def main(argv=None):
             raise SegDeployError("--verify-inputs must be at least 1")
         check_arguments(args)
         from .pipeline import run
+        from .user_model import resolve_flags
 
-        run(args)
+        resolve_flags(args)
+        level = verbosity(args)
+        if level == QUIET:
+            import os
+
+            with open(os.devnull, "w") as sink:
+                result = run(args, stream=sink)
+        else:
+            result = run(args)
+        _print_result(result, level)
     except SegDeployError as exc:
         text = str(exc).strip()
         print(

@@ -58,8 +58,8 @@ def _first_line(exc):
     return "{}: {}".format(type(exc).__name__, line[:200]) if line else type(exc).__name__
 
 
-def load_user_model(reference, stride):
-    """``path/to/file.py:factory`` -> (nn.Module, spec).
+def load_user_model(reference, stride, factory_args=None):
+    """``path/to/file.py:factory`` -> (nn.Module, spec); ``factory_args``: --factory-args.
 
     This IMPORTS AND RUNS the file, like ``python file.py`` would: the user asked for exactly
     that by naming it (``--help`` and the README say so). Its failures are one line each.
@@ -80,21 +80,9 @@ def load_user_model(reference, stride):
     fn = getattr(module, factory, None)
     if fn is None or not callable(fn):
         raise SegDeployError("--model {}: {} has no callable {!r}".format(reference, path, factory))
-    try:
-        model = fn()
-    except (Exception, SystemExit) as exc:
-        raise SegDeployError(
-            "--model {}: {}() raised {}".format(reference, factory, _first_line(exc))
-        ) from None
-    import torch
+    from .user_model import call_factory, parse_factory_args
 
-    if not isinstance(model, torch.nn.Module):
-        raise SegDeployError(
-            "--model {}: {}() returned {}, not a torch.nn.Module; return the model".format(
-                reference, factory, type(model).__name__
-            )
-        )
-    model = model.eval()
+    model = call_factory(fn, reference, parse_factory_args(factory_args))
     num_classes = getattr(model, "num_classes", None)
     if not (isinstance(num_classes, int) and not isinstance(num_classes, bool)):
         num_classes = None  # an attribute of another meaning: count from the output instead
@@ -111,7 +99,7 @@ def build_model(args):
     from .. import models
 
     if args.model and ".py:" in args.model:
-        model, spec = load_user_model(args.model, args.stride)
+        model, spec = load_user_model(args.model, args.stride, getattr(args, "factory_args", None))
         if args.checkpoint:
             models.load_checkpoint(model, args.checkpoint, args.unsafe_pickle)
     else:
@@ -122,46 +110,6 @@ def build_model(args):
             models.load_checkpoint(model, args.checkpoint, args.unsafe_pickle)
     sha = getattr(model, "segdeploy_checkpoint_sha256", None)
     return model.eval(), spec, sha
-
-
-def check_user_output(model, height, width, num_classes=None):
-    """The class count of a bring-your-own model, from one forward pass that must return a
-    1 x K x H' x W' logits tensor (one line otherwise)."""
-    import torch
-
-    try:
-        with torch.no_grad():
-            output = model(torch.zeros(1, 3, height, width))
-    except Exception as exc:
-        raise SegDeployError(
-            "--model: a forward pass at {}x{} failed: {}".format(height, width, _first_line(exc))
-        ) from None
-    if not isinstance(output, torch.Tensor):
-        raise SegDeployError(
-            "--model: the model returns {}, not one logits tensor; return the N x classes x H x "
-            "W logits alone (e.g. drop auxiliary outputs in eval mode)".format(
-                type(output).__name__
-            )
-        )
-    shape = tuple(output.shape)
-    if output.ndim != 4 or shape[0] != 1 or not output.is_floating_point():
-        raise SegDeployError(
-            "--model: the model returns a {} tensor of shape {}; segdeploy needs float logits "
-            "of shape N x classes x H x W".format(output.dtype, shape)
-        )
-    from ..card import MAX_CLASSES
-
-    if num_classes is not None and num_classes != shape[1]:
-        raise SegDeployError(
-            "--model: --num-classes / model.num_classes says {} but the model returns {} "
-            "channels".format(num_classes, shape[1])
-        )
-    if not 1 <= shape[1] <= MAX_CLASSES:
-        raise SegDeployError(
-            "--model: the model returns {} channels; segdeploy's label maps hold 1..{} "
-            "classes".format(shape[1], MAX_CLASSES)
-        )
-    return int(shape[1])
 
 
 def tensorrt_version(args):
@@ -284,13 +232,15 @@ def _run_staged(args, stream, staging):
                 "export one static --res per resolution you deploy".format(spec.name, *profile.opt)
             )
         height, width = profile.opt
-        # A zoo model was built with its class count; only a user's model needs a forward pass
-        # (which also checks that it returns one logits tensor).
+        output_facts = None
         if spec.family == "user":
-            num_classes = check_user_output(
-                model, height, width, args.num_classes or spec.num_classes
-            )
+            # Found by a forward pass, not assumed: which output, how many classes, what size.
+            from .user_model import check_classes, prepare
+
+            model, num_classes, output_facts = prepare(model, height, width, steps.say)
+            check_classes(num_classes, args)
         else:
+            # A zoo model was built with its class count.
             num_classes = args.num_classes or spec.num_classes
         from . import fold_batchnorm
         from .fold import FoldError, count_batchnorms
@@ -314,6 +264,10 @@ def _run_staged(args, stream, staging):
 
         card = make_card(spec, num_classes, height, width, args.output, profile, args.opset, sha)
         card["input"]["max_batch"] = max_batch  # None: the graph takes batches of 1
+        if output_facts is not None:
+            from .user_model import record_output
+
+            record_output(card, output_facts)
         name = args.name or spec.name
         exported = steps.run(
             "export ONNX (opset {}, {}, output {})".format(
@@ -345,6 +299,9 @@ def _run_staged(args, stream, staging):
         )
         reference = model
 
+    from .user_model import apply_flags
+
+    apply_flags(card, args, steps.say)  # --mean/--std/--rgb/--bgr/--classes
     # --- rewrites for the target TensorRT release (export/lower.py), verified below --------
     # (--trt-version alone also names a TensorRT target: the ONNX is for that device)
     to_tensorrt = backend == "tensorrt" or args.print_trtexec or args.trt_version is not None
@@ -605,6 +562,7 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
             card,
             precision,
             options,
+            lambda text: print(text, file=steps.stream, flush=True),  # silent under -q
         )
         return plan, engine_card
     if backend is None:
@@ -620,6 +578,7 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
         engine_path,
         card,
         threads=args.threads,
+        log=lambda text: print(text, file=steps.stream, flush=True),  # silent under -q
     )
     why = "built an ONNX Runtime CPU engine because {}".format(reason.split(";")[0])
     if args.fp16:
