@@ -156,10 +156,14 @@ ZOO = [
     "deeplabv3plus_mobilenet",
     "deeplabv3plus_resnet50",
     "deeplabv3plus_resnet101",
+    "lraspp_mobilenet_v3_large",
     "regseg",
     "swiftnet_mnv2",
     "swiftnet_rn18",
     "swiftnet_rn18_pyramid",
+    "ti_deeplabv3lite_mnv2",
+    "ti_fpnlite_mnv2",
+    "ti_unetlite_mnv2",
 ]
 
 
