@@ -21,8 +21,10 @@ def engine_paths(args):
     """The --engine values, each checked to exist (one line naming the missing one)."""
     paths = list(args.engine) if isinstance(args.engine, (list, tuple)) else [args.engine]
     for path in paths:
-        if not os.path.exists(path) and os.path.splitext(path)[1]:
-            raise SegDeployError("engine file {} does not exist".format(path))
+        if not os.path.isfile(path) and os.path.splitext(path)[1]:
+            from .._io import missing_file
+
+            raise SegDeployError(missing_file(path, "engine file"))
     return paths
 
 
@@ -103,6 +105,10 @@ def bench_engines(args, protocol, progress, complexity, parse_resolutions):
     options = {}
     if args.threads is not None:
         options["threads"] = args.threads
+    if getattr(args, "plugin", None):
+        options["plugins"] = list(args.plugin)  # loaded because the user named them
+    if getattr(args, "unsafe_pickle", False):
+        options["unsafe"] = True  # a .pt2 engine: the user accepted that it may run code
 
     def open_runtime(path):
         return Runtime(path, device=args.device, **options)
