@@ -168,9 +168,14 @@ def validate(card, where="model card", input_shape=None, output_shape=None):
     _int_in(where, "input.height", cin["height"], 1, MAX_SIDE)
     _int_in(where, "input.width", cin["width"], 1, MAX_SIDE)
     _int_in(where, "input.stride", cin["stride"], 1, MAX_STRIDE)
-    for key, allowed in (("layout", ("NCHW",)), ("dtype", ("float32",))):
+    # float32 NCHW (normalized by the runtime), or uint8 NHWC frames the graph normalizes itself
+    for key, allowed in (("layout", ("NCHW", "NHWC")), ("dtype", ("float32", "uint8"))):
         if cin.get(key) is not None and cin[key] not in allowed:
             _fail(where, "input.{} must be {}".format(key, " or ".join(allowed)))
+    if (cin.get("layout") == "NHWC") != (cin.get("dtype") == "uint8"):
+        _fail(where, "input.layout NHWC goes with input.dtype uint8 (and NCHW with float32)")
+    if cin.get("max_batch") is not None:
+        _int_in(where, "input.max_batch", cin["max_batch"], 1, 4096)
     dynamic = cin.get("dynamic")
     if dynamic is not None:
         if not isinstance(dynamic, dict) or any(k not in dynamic for k in ("min", "opt", "max")):
@@ -207,11 +212,16 @@ def check_graph(card, where, input_shape=None, output_shape=None):
     cin, kind = card["input"], card["output"]["kind"]
     if input_shape is not None:
         shape = list(input_shape)
-        if len(shape) != 4 or _fixed(shape[1]) not in (None, 3):
+        nhwc = cin.get("layout") == "NHWC"
+        if len(shape) != 4 or _fixed(shape[3 if nhwc else 1]) not in (None, 3):
             raise SegDeployError(
-                "{}: the graph's input has shape {}, not N x 3 x H x W".format(where, shape)
+                "{}: the graph's input has shape {}, not {}".format(
+                    where, shape, "N x H x W x 3" if nhwc else "N x 3 x H x W"
+                )
             )
-        fixed = (_fixed(shape[2]), _fixed(shape[3]))
+        fixed = (
+            (_fixed(shape[1]), _fixed(shape[2])) if nhwc else (_fixed(shape[2]), _fixed(shape[3]))
+        )
         if None not in fixed and not cin.get("dynamic") and fixed != (cin["height"], cin["width"]):
             raise SegDeployError(
                 "{} says the input is {}x{} but the graph's input is fixed at {}x{}; use "

@@ -302,7 +302,7 @@ def test_segbench_write_failure_after_the_run_is_one_line(
 ):
     from segdeploy.bench import report
 
-    def full(path, records):
+    def full(path, *records_and_command):
         raise _io.output_error(path, OSError(28, "No space left on device"))
 
     monkeypatch.setattr(report, "write_json", full)
@@ -322,14 +322,16 @@ def test_segbench_write_failure_after_the_run_is_one_line(
 
 
 def test_segbench_ctrl_c_is_one_line_exit_130(capsys, tiny_engine, monkeypatch):
-    real = bench_cli.run_protocol
+    from segdeploy.bench import engine_runs
+
+    real = engine_runs.run_protocol
 
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT, handled by Python's handler
         time.sleep(5)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bench_cli, "run_protocol", interrupted)
+    monkeypatch.setattr(engine_runs, "run_protocol", interrupted)
     code = bench_cli.main(["--engine", str(tiny_engine / "regseg_tiny.ort"), "--iters", "2"])
     one_line(capsys, code, "segbench", "interrupted", exit_code=130)
 

@@ -9,6 +9,8 @@ FIELDS = ("mean", "median", "p90", "p99", "min", "max", "std", "cv", "fps")
 # Above this coefficient of variation (std / mean) a run is flagged as unstable. trtexec warns
 # from 1 % on a GPU; a CPU shared with other work rarely gets below a few per cent.
 SPREAD_WARN_CV = 0.10
+# Two samples give a CV, but not one worth a warning (any two timings differ).
+MIN_SPREAD_SAMPLES = 3
 
 
 def summarize(samples_ms):
@@ -37,7 +39,7 @@ def summarize(samples_ms):
 def spread_warning(summary, threshold=SPREAD_WARN_CV):
     """A sentence when the samples spread more than ``threshold`` (as a CV), else None."""
     cv = summary.get("cv")
-    if cv is None or cv <= threshold:
+    if cv is None or cv <= threshold or summary.get("n", MIN_SPREAD_SAMPLES) < MIN_SPREAD_SAMPLES:
         return None
     return (
         "the latency spread is {:.0f} % of the mean (coefficient of variation, std / mean; "

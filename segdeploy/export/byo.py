@@ -54,10 +54,14 @@ def _dims(value_info):
 
 def graph_input_hw(proto):
     """(height, width) of a graph whose input size is fixed, else None."""
-    dims = _dims(proto.graph.input[0])
-    if len(dims) == 4 and dims[2] > 0 and dims[3] > 0:
-        return dims[2], dims[3]
-    return None
+    graph_input = proto.graph.input[0]
+    dims = _dims(graph_input)
+    if len(dims) != 4:
+        return None
+    # a uint8 input is the frame itself, N x H x W x 3 (segexport --input uint8)
+    uint8 = graph_input.type.tensor_type.elem_type == 2  # onnx.TensorProto.UINT8
+    height, width = (dims[1], dims[2]) if uint8 else (dims[2], dims[3])
+    return (height, width) if height > 0 and width > 0 else None
 
 
 def check_card_against_graph(proto, card, where):

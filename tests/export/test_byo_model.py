@@ -146,7 +146,7 @@ def test_plain_tensor_output_says_what_it_assumed(model_file, tmp_path, capsys):
     [
         (["--factory-args", "six"], ["key=value pairs"]),
         (["--factory-args", "{bad json"], ["not valid JSON"]),
-        (["--factory-args", '{"nope": 1}'], ["calling build(nope=1) failed", "--factory-args"]),
+        (["--factory-args", '{"nope": 1}'], ["build(nope=1) raised TypeError", "--factory-args"]),
         (["--factory-args", "num_classes=6", "--classes", "5"], ["outputs 6 classes", "5"]),
         (["--classes", "missing.txt"], ["no such file"]),
         (["--mean", "1,2"], ["three numbers"]),
