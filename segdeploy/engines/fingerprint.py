@@ -20,6 +20,7 @@ import hashlib
 import os
 from collections import namedtuple
 
+from ..manifest import sha256_file  # one file hash for manifests and fingerprints
 from . import devices
 
 Verdict = namedtuple("Verdict", ["ok", "problems", "message"])
@@ -27,14 +28,6 @@ Verdict.__doc__ = """``ok``: the plan can be loaded here; ``problems``: short ph
 difference; ``message``: the one line to show (empty when ok)."""
 
 REBUILD_HINT = "rebuild on this device with segexport"
-
-
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_bytes(data):
