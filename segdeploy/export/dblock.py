@@ -440,18 +440,6 @@ def _ort_session(model_proto, custom_ops):
     )
 
 
-def _labels_and_logits(session, x):
-    labels = logits = None
-    for value in session.run(None, {session.get_inputs()[0].name: x}):
-        if value.ndim == 4 and value.dtype.kind == "f":
-            logits = value  # N x K x H x W
-        elif value.ndim == 3:
-            labels = value  # N x H x W
-    if labels is None and logits is not None:
-        labels = logits.argmax(1)
-    return labels, logits
-
-
 def compare_graphs(standard, fused, inputs, num_classes):
     """Run the standard graph (ONNX Runtime) and the fused one (ONNX Runtime, DBlockConv as a
     custom op on the host build) on ``inputs``; return the merged parity figures of fused
@@ -462,8 +450,8 @@ def compare_graphs(standard, fused, inputs, num_classes):
     cand_session = _ort_session(fused, custom_ops=True)
     batches, classes, gaps = [], set(), []
     for x in inputs:
-        ref_labels, ref_logits = _labels_and_logits(ref_session, x)
-        cand_labels, cand_logits = _labels_and_logits(cand_session, x)
+        ref_labels, ref_logits = verify.labels_and_logits(ref_session, x)
+        cand_labels, cand_logits = verify.labels_and_logits(cand_session, x)
         classes.update(np.unique(ref_labels).tolist())
         batches.append(
             verify.compare(ref_logits, ref_labels, cand_labels, cand_logits, num_classes)
