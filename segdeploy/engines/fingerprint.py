@@ -34,6 +34,20 @@ def sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
 
 
+def plugin_file(path):
+    """``path`` as a string when it is an existing plugin library file, else EngineError (one
+    line). Shared by the builder (which loads the library) and the runtime (which hashes it)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        from .._io import missing_file
+        from ..errors import EngineError
+
+        raise EngineError(
+            "{}; pass the .so built for this device".format(missing_file(path, "plugin library"))
+        )
+    return path
+
+
 def plugin_records(paths):
     """[{'file': basename, 'path': path, 'sha256': hash}] for each plugin library."""
     return [
