@@ -1,6 +1,7 @@
 """What every segdeploy command line shares. Python 3.6 compatible (device-side CLIs use it)."""
 
 from . import __version__
+from .errors import SegDeployError
 
 
 def add_version(parser):
@@ -63,3 +64,31 @@ class Printer(object):
     def detail(self, text):
         if self.level >= VERBOSE:
             self._emit(text)
+
+
+def error_line(prog, exc, first_line=False):
+    """``prog: error: <message>`` for a SegDeployError: the whole message, or with
+    ``first_line`` only the first line of the stripped message (the class name when empty)."""
+    text = str(exc)
+    if first_line:
+        text = text.strip()
+        text = text.splitlines()[0] if text else type(exc).__name__
+    return "{}: error: {}".format(prog, text)
+
+
+def run_main(prog, body, interrupted, first_line=False, signal_exit=False):
+    """Run ``body()`` (a command's work; it returns the exit code, None meaning 0) the way every
+    segdeploy command does: a SegDeployError prints ``error_line`` on stderr and returns its
+    exit code (2); Ctrl-C prints ``prog: interrupted; <interrupted>`` and returns 130, or with
+    ``signal_exit`` 128 + the signal the interruption carries (SIGTERM: 143), as a shell does."""
+    import sys
+
+    try:
+        code = body()
+    except SegDeployError as exc:
+        print(error_line(prog, exc, first_line), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        print("{}: interrupted; {}".format(prog, interrupted), file=sys.stderr)
+        return 128 + getattr(exc, "signum", 2) if signal_exit else 130
+    return 0 if code is None else code

@@ -12,7 +12,7 @@ import shutil
 import sys
 import tempfile
 
-from .._cli import QUIET, Printer, add_verbosity, add_version, verbosity
+from .._cli import QUIET, Printer, add_verbosity, add_version, run_main, verbosity
 from ..errors import SegDeployError
 from . import protocols, report
 from .harness import complexity_of
@@ -325,63 +325,50 @@ def _print_records(out, records):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return _main(args, argv)
-    except KeyboardInterrupt:
-        print("segbench: interrupted; no results were written", file=sys.stderr)
-        return 130
+    return run_main(
+        "segbench", lambda: _main(args, argv), "no results were written", first_line=True
+    )
 
 
 def _main(args, argv=None):
+    check_arguments(args)
+    if args.zoo:
+        return _zoo(args)
+    if args.blocks:
+        from .blocks import main_blocks
+
+        return main_blocks(args)
+    if args.engine and "://" in args.engine[0]:
+        from .served import bench_served
+
+        args.engine = args.engine[0]  # one server URL (checked above)
+        return bench_served(args)
+    protocol = protocols.get(args.protocol, args.warmup, args.iters)
+    sizes = max(1, len(str(args.res or "x").split(",")))
+    runs = sizes * (len(args.engine) if args.engine else max(1, len(str(args.backends).split(","))))
+    level = verbosity(args)
+    progress = _Progress(runs * (protocol.iters), not args.no_progress and level > QUIET)
     try:
-        check_arguments(args)
-        if args.zoo:
-            return _zoo(args)
-        if args.blocks:
-            from .blocks import main_blocks
-
-            return main_blocks(args)
-        if args.engine and "://" in args.engine[0]:
-            from .served import bench_served
-
-            args.engine = args.engine[0]  # one server URL (checked above)
-            return bench_served(args)
-        protocol = protocols.get(args.protocol, args.warmup, args.iters)
-        sizes = max(1, len(str(args.res or "x").split(",")))
-        runs = sizes * (
-            len(args.engine) if args.engine else max(1, len(str(args.backends).split(",")))
-        )
-        level = verbosity(args)
-        progress = _Progress(runs * (protocol.iters), not args.no_progress and level > QUIET)
-        try:
-            if args.engine:
-                records = _bench_engine(args, protocol, progress)
-            else:
-                records = _bench_model(args, protocol, progress)
-        finally:
-            progress.close()
-        out = Printer(level)
-        command = command_line(argv)
-        for rec in records:
-            rec["command"] = command
-        _print_records(out, records)
-        if args.json:
-            report.write_json(args.json, records, command)
-            out.info("wrote {}".format(args.json))
-        if args.csv:
-            report.write_csv(args.csv, records)
-            out.info("wrote {}".format(args.csv))
-        if args.plot:
-            report.write_plot(args.plot, records, args.plot_metric)
-            out.info("wrote {}".format(args.plot))
-    except SegDeployError as exc:
-        print(
-            "segbench: error: {}".format(
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            ),
-            file=sys.stderr,
-        )
-        return exc.exit_code
+        if args.engine:
+            records = _bench_engine(args, protocol, progress)
+        else:
+            records = _bench_model(args, protocol, progress)
+    finally:
+        progress.close()
+    out = Printer(level)
+    command = command_line(argv)
+    for rec in records:
+        rec["command"] = command
+    _print_records(out, records)
+    if args.json:
+        report.write_json(args.json, records, command)
+        out.info("wrote {}".format(args.json))
+    if args.csv:
+        report.write_csv(args.csv, records)
+        out.info("wrote {}".format(args.csv))
+    if args.plot:
+        report.write_plot(args.plot, records, args.plot_metric)
+        out.info("wrote {}".format(args.plot))
     return 0
 
 

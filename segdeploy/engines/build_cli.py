@@ -24,6 +24,7 @@ import sys
 
 from .. import __version__
 from .. import card as card_mod
+from .._cli import run_main
 from ..errors import EngineError, SegDeployError
 
 DEFAULT_TENSORRT = (10,)
@@ -577,15 +578,11 @@ def _run(args, out=None):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
+
+    def work():  # its result is for callers in Python; the command exits 0
         _run(args)
-    except SegDeployError as exc:
-        print("segbuild: error: {}".format(exc), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("segbuild: interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_main("segbuild", work, "nothing half-written was left behind")
 
 
 if __name__ == "__main__":

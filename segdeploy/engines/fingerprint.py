@@ -20,6 +20,7 @@ import hashlib
 import os
 from collections import namedtuple
 
+from ..manifest import sha256_file  # one file hash for manifests and fingerprints
 from . import devices
 
 Verdict = namedtuple("Verdict", ["ok", "problems", "message"])
@@ -29,16 +30,22 @@ difference; ``message``: the one line to show (empty when ok)."""
 REBUILD_HINT = "rebuild on this device with segexport"
 
 
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
+
+
+def plugin_file(path):
+    """``path`` as a string when it is an existing plugin library file, else EngineError (one
+    line). Shared by the builder (which loads the library) and the runtime (which hashes it)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        from .._io import missing_file
+        from ..errors import EngineError
+
+        raise EngineError(
+            "{}; pass the .so built for this device".format(missing_file(path, "plugin library"))
+        )
+    return path
 
 
 def plugin_records(paths):

@@ -54,15 +54,7 @@ def load_plugins(paths):
     load_library (8.5+)."""
     records = []
     for path in paths or ():
-        path = os.fspath(path)
-        if not os.path.isfile(path):
-            from .._io import missing_file
-
-            raise EngineError(
-                "{}; pass the .so built for this device".format(
-                    missing_file(path, "plugin library")
-                )
-            )
+        path = fingerprint.plugin_file(path)
         try:
             ctypes.CDLL(os.path.abspath(path), mode=ctypes.RTLD_GLOBAL)
         except OSError as exc:

@@ -10,6 +10,7 @@ import os
 import sys
 
 from .. import __version__
+from .._cli import run_main
 from ..errors import SegDeployError
 
 EPILOG = """\
@@ -147,15 +148,11 @@ def run(args, stream=None):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    try:
+
+    def work():  # its result is for callers in Python; the command exits 0
         run(args)
-    except SegDeployError as exc:
-        print("segeval: error: {}".format(exc), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("segeval: interrupted; nothing half-written was left behind", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_main("segeval", work, "nothing half-written was left behind")
 
 
 if __name__ == "__main__":

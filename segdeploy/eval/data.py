@@ -276,6 +276,26 @@ def _pair_up(images, labels, image_path, label_path):
             )
 
 
+def _paired_samples(images_dir, images, labels_dir, labels):
+    """Samples, sorted by key, for ``images`` and ``labels`` ({key: file name} in ``images_dir``
+    and ``labels_dir``, label files ``<key>.png``); DatasetError unless they pair up."""
+    _pair_up(
+        images,
+        labels,
+        lambda k: os.path.join(images_dir, images.get(k, k + ".png")),
+        lambda k: os.path.join(labels_dir, k + ".png"),
+    )
+    return [
+        Sample(
+            name=key,
+            image=os.path.join(images_dir, images[key]),
+            label=os.path.join(labels_dir, labels[key]),
+            key=key,
+        )
+        for key in sorted(images)
+    ]
+
+
 class CamVid(EvalDataset):
     name = "camvid"
     value_range = "ids 0..10, 11 or 255 for void"
@@ -302,21 +322,7 @@ class CamVid(EvalDataset):
         labels = {k: v for k, v in _stems(labels_dir).items() if v.endswith(".png")}
         if not images:
             raise DatasetError("no images in {}".format(images_dir))
-        _pair_up(
-            images,
-            labels,
-            lambda k: os.path.join(images_dir, images.get(k, k + ".png")),
-            lambda k: os.path.join(labels_dir, k + ".png"),
-        )
-        for key in sorted(images):
-            self.samples.append(
-                Sample(
-                    name=key,
-                    image=os.path.join(images_dir, images[key]),
-                    label=os.path.join(labels_dir, labels[key]),
-                    key=key,
-                )
-            )
+        self.samples.extend(_paired_samples(images_dir, images, labels_dir, labels))
         self._lut[:11] = np.arange(11)
         self._valid = np.zeros(256, np.bool_)
         self._valid[:12] = True
@@ -390,21 +396,7 @@ class Folder(EvalDataset):
             raise DatasetError(
                 "no images ({}) under {}".format(" ".join(IMAGE_SUFFIXES), images_dir)
             )
-        _pair_up(
-            images,
-            labels,
-            lambda k: os.path.join(images_dir, images.get(k, k + ".png")),
-            lambda k: os.path.join(labels_dir, k + ".png"),
-        )
-        for key in sorted(images):
-            self.samples.append(
-                Sample(
-                    name=key,
-                    image=os.path.join(images_dir, images[key]),
-                    label=os.path.join(labels_dir, labels[key]),
-                    key=key,
-                )
-            )
+        self.samples.extend(_paired_samples(images_dir, images, labels_dir, labels))
         k = len(names)
         self.value_range = "0..{} for its {} classes, 255 ignored".format(k - 1, k)
         self._lut[:k] = np.arange(k)

@@ -10,7 +10,7 @@ segexport --model path/to/file.py:factory   # bring-your-own nn.Module (runs tha
 import argparse
 import sys
 
-from .._cli import QUIET, VERBOSE, add_verbosity, add_version, verbosity
+from .._cli import QUIET, VERBOSE, add_verbosity, add_version, run_main, verbosity
 from ..errors import SegDeployError
 
 
@@ -238,44 +238,37 @@ def _print_result(result, level):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    try:
-        if not args.model and not args.onnx:
-            raise SegDeployError("give --model NAME (or file.py:factory) or --onnx FILE")
-        if args.onnx is None and args.res is None and args.dynamic is None:
-            args.res = "1024x2048"
-        if args.verify_inputs < 1:
-            raise SegDeployError("--verify-inputs must be at least 1")
-        check_arguments(args)
-        from .pipeline import run
-        from .user_model import resolve_flags
+    # On Ctrl-C or SIGTERM the staging folder is gone and --out holds the previous export.
+    return run_main(
+        "segexport",
+        lambda: _run(args),
+        "{} was left as it was (no new file was moved in)".format(args.out),
+        first_line=True,
+        signal_exit=True,
+    )
 
-        resolve_flags(args)
-        level = verbosity(args)
-        if level == QUIET:
-            import os
 
-            with open(os.devnull, "w") as sink:
-                result = run(args, stream=sink)
-        else:
-            result = run(args)
-        _print_result(result, level)
-    except SegDeployError as exc:
-        text = str(exc).strip()
-        print(
-            "segexport: error: {}".format(text.splitlines()[0] if text else type(exc).__name__),
-            file=sys.stderr,
-        )
-        return 2
-    except KeyboardInterrupt as exc:
-        # The staging folder is gone and --out holds the previous export unchanged.
-        print(
-            "segexport: interrupted; {} was left as it was (no new file was moved in)".format(
-                args.out
-            ),
-            file=sys.stderr,
-        )
-        return 128 + getattr(exc, "signum", 2)
-    return 0
+def _run(args):
+    if not args.model and not args.onnx:
+        raise SegDeployError("give --model NAME (or file.py:factory) or --onnx FILE")
+    if args.onnx is None and args.res is None and args.dynamic is None:
+        args.res = "1024x2048"
+    if args.verify_inputs < 1:
+        raise SegDeployError("--verify-inputs must be at least 1")
+    check_arguments(args)
+    from .pipeline import run
+    from .user_model import resolve_flags
+
+    resolve_flags(args)
+    level = verbosity(args)
+    if level == QUIET:
+        import os
+
+        with open(os.devnull, "w") as sink:
+            result = run(args, stream=sink)
+    else:
+        result = run(args)
+    _print_result(result, level)
 
 
 def check_arguments(args):

@@ -40,6 +40,7 @@ from .. import card as card_mod
 from .._deps import require
 from .._io import atomic_path
 from ..errors import SegDeployError
+from .onnx_export import read_card, store_card
 
 PLUGIN_NAME = "DBlockConv"
 PLUGIN_VERSION = "1"
@@ -368,25 +369,6 @@ def card_section(summary):
     }
 
 
-def with_card(model_proto, card):
-    """Store ``card`` in ``model_proto``'s metadata (replacing an older one)."""
-    props = model_proto.metadata_props
-    for i in reversed(range(len(props))):
-        if props[i].key == card_mod.METADATA_KEY:
-            del props[i]
-    entry = props.add()
-    entry.key = card_mod.METADATA_KEY
-    entry.value = card_mod.to_json(card)
-    return model_proto
-
-
-def read_card(model_proto):
-    for prop in model_proto.metadata_props:
-        if prop.key == card_mod.METADATA_KEY:
-            return card_mod.from_json(prop.value, "ONNX metadata")
-    return None
-
-
 def save(model_proto, path):
     onnx = require("onnx", "the D-block graph rewrite")
     with atomic_path(path) as tmp:
@@ -425,10 +407,10 @@ def fuse_file(onnx_path, out_path=None, require_blocks=True):
             )
         )
     out_path = out_path or dblock_path(onnx_path)
-    card = read_card(proto)
+    card = read_card(proto, "ONNX metadata")
     if card is not None:
         card = dict(card, dblock=card_section(summary))
-        with_card(fused, card)
+        store_card(fused, card)
     save(fused, out_path)
     if card is not None:
         card_mod.write_sidecar(out_path, card)
@@ -458,18 +440,6 @@ def _ort_session(model_proto, custom_ops):
     )
 
 
-def _labels_and_logits(session, x):
-    labels = logits = None
-    for value in session.run(None, {session.get_inputs()[0].name: x}):
-        if value.ndim == 4 and value.dtype.kind == "f":
-            logits = value  # N x K x H x W
-        elif value.ndim == 3:
-            labels = value  # N x H x W
-    if labels is None and logits is not None:
-        labels = logits.argmax(1)
-    return labels, logits
-
-
 def compare_graphs(standard, fused, inputs, num_classes):
     """Run the standard graph (ONNX Runtime) and the fused one (ONNX Runtime, DBlockConv as a
     custom op on the host build) on ``inputs``; return the merged parity figures of fused
@@ -480,8 +450,8 @@ def compare_graphs(standard, fused, inputs, num_classes):
     cand_session = _ort_session(fused, custom_ops=True)
     batches, classes, gaps = [], set(), []
     for x in inputs:
-        ref_labels, ref_logits = _labels_and_logits(ref_session, x)
-        cand_labels, cand_logits = _labels_and_logits(cand_session, x)
+        ref_labels, ref_logits = verify.labels_and_logits(ref_session, x)
+        cand_labels, cand_logits = verify.labels_and_logits(cand_session, x)
         classes.update(np.unique(ref_labels).tolist())
         batches.append(
             verify.compare(ref_logits, ref_labels, cand_labels, cand_logits, num_classes)
@@ -585,7 +555,7 @@ def export_step(steps, proto, card, inputs, out_dir, name, proto16=None):
         )
     fused_card = dict(card, dblock=card_section(summary))
     fused_card["parity"] = dict(card.get("parity", {}), dblock_vs_standard=_parity(figures))
-    with_card(fused, fused_card)
+    store_card(fused, fused_card)
     save(fused, path)
     card_mod.write_sidecar(path, fused_card)
     steps.say(path)
@@ -606,7 +576,7 @@ def export_step(steps, proto, card, inputs, out_dir, name, proto16=None):
             )
         path16 = os.path.join(out_dir, name + ".dblock.fp16.onnx")
         card16 = dict(fused_card, precision="fp16")
-        with_card(proto16_fused, card16)
+        store_card(proto16_fused, card16)
         save(proto16_fused, path16)
         card_mod.write_sidecar(path16, card16)
         steps.say(path16 + " (the same blocks fused in the FP16-typed graph)")

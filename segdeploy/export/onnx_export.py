@@ -115,7 +115,7 @@ def append_argmax(model_proto, logits=LOGITS_NAME, labels=LABELS_NAME):
     return model_proto
 
 
-def set_card(model_proto, card):
+def store_card(model_proto, card):
     """Store ``card`` as JSON in the model's metadata_props (replacing an older card)."""
     props = model_proto.metadata_props
     for i in reversed(range(len(props))):
@@ -124,6 +124,12 @@ def set_card(model_proto, card):
     entry = props.add()
     entry.key = card_mod.METADATA_KEY
     entry.value = card_mod.to_json(card)
+    return model_proto
+
+
+def set_card(model_proto, card):
+    """Store ``card`` (as ``store_card``) and mark segdeploy as the model's producer."""
+    store_card(model_proto, card)
     model_proto.producer_name = "segdeploy"
     return model_proto
 

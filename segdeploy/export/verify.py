@@ -134,6 +134,21 @@ def _session(model_proto, expose_logits):
     )
 
 
+def labels_and_logits(session, x):
+    """Run an ONNX Runtime ``session`` on ``x``; return ``(labels, logits)`` from its outputs:
+    logits are the 4-D float output (N x K x H x W), labels the 3-D one (N x H x W), else the
+    argmax of the logits. Either is None when the graph does not return it."""
+    labels = logits = None
+    for value in session.run(None, {session.get_inputs()[0].name: x}):
+        if value.ndim == 4 and value.dtype.kind == "f":
+            logits = value  # N x K x H x W
+        elif value.ndim == 3:
+            labels = value  # N x H x W
+    if labels is None and logits is not None:
+        labels = logits.argmax(1)
+    return labels, logits
+
+
 def reference_logits(reference, inputs):
     """The PyTorch model's float32 logits (numpy) for each of ``inputs``."""
     import torch
@@ -153,18 +168,10 @@ def verify_onnx(model_proto, reference, inputs, num_classes):
         o.name == "logits" for o in model_proto.graph.output
     )
     session = _session(model_proto, expose_logits=has_logits_tensor)
-    input_name = session.get_inputs()[0].name
     batches = []
     for x, ref_logits in zip(inputs, reference):
         ref_labels = ref_logits.argmax(1)
-        cand_logits, cand_labels = None, None
-        for value in session.run(None, {input_name: x}):
-            if value.ndim == 4 and value.dtype.kind == "f":
-                cand_logits = value  # N x K x H x W
-            elif value.ndim == 3:
-                cand_labels = value  # N x H x W
-        if cand_labels is None and cand_logits is not None:
-            cand_labels = cand_logits.argmax(1)
+        cand_labels, cand_logits = labels_and_logits(session, x)
         if cand_labels is None:
             raise SegDeployError("the ONNX graph returns neither labels nor logits")
         batches.append(compare(ref_logits, ref_labels, cand_labels, cand_logits, num_classes))

@@ -5,23 +5,15 @@ Lightning), ``{'model_state': sd}`` (DeepLabV3Plus-Pytorch); keys prefixed with 
 (DataParallel / DistributedDataParallel) or ``_orig_mod.`` (torch.compile).
 """
 
-import hashlib
 import os
 import re
 from typing import Dict, List, Tuple
 
 from ..errors import CheckpointError
+from ..manifest import sha256_file  # one file hash for checkpoints, manifests and plans
 
 WRAPPER_KEYS = ("model", "state_dict", "model_state", "model_state_dict", "net")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
-
-
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str, allow_unsafe_pickle: bool = False) -> Dict:

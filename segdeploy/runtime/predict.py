@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .._cli import add_version
+from .._cli import add_version, run_main
 from .._deps import require
 from .._io import check_writable_dir, write_json
 from ..errors import SegDeployError
@@ -470,14 +470,15 @@ def predict(args, stream=sys.stderr):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    try:
-        report = predict(args)
-    except SegDeployError as exc:
-        print("segpredict: error: {}".format(exc), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("segpredict: interrupted; every file written so far is complete", file=sys.stderr)
-        return 130
+    reports = []
+    code = run_main(
+        "segpredict",
+        lambda: reports.append(predict(args)),
+        "every file written so far is complete",
+    )
+    if code:
+        return code
+    report = reports[0]
     print(
         "segpredict: {} frames in {:.1f} s ({:.2f} fps end to end; {}); {} output{} in {}; "
         "timings in {}".format(

@@ -113,7 +113,26 @@ def interpolation_flag(cv2, interpolation):
     }[interpolation]
 
 
-class Preprocessor(object):
+class _FrameBatch(object):
+    """Batching shared by the host-side input makers: a subclass provides ``buffer(batch)``
+    (the reused input array for ``batch`` frames) and ``fill(frame, out)`` (one frame into one
+    slice of it): Preprocessor (N, 3, h, w) float32, FramePacker (N, h, w, 3) uint8."""
+
+    def __call__(self, frames):
+        """Checked frames -> the (len(frames), ...) buffer filled with them."""
+        buf = self.buffer(len(frames))
+        for i, frame in enumerate(frames):
+            self.fill(frame, buf[i])
+        return buf
+
+    def one(self, frame):
+        """One checked frame -> the (1, ...) buffer filled with it."""
+        buf = self.buffer(1)
+        self.fill(frame, buf[0])
+        return buf
+
+
+class Preprocessor(_FrameBatch):
     """uint8 frames -> float32 (N, 3, height, width) normalized input, into one reused buffer.
 
     ``frame_order`` is the frames' channel order ("BGR" or "RGB"); ``channel_order`` the model's.
@@ -193,21 +212,8 @@ class Preprocessor(object):
                 plane = self._plane
             cv2.LUT(plane, self._tables[c], dst=out[c])
 
-    def __call__(self, frames):
-        """Checked frames -> the (len(frames), 3, h, w) buffer filled with them."""
-        buf = self.buffer(len(frames))
-        for i, frame in enumerate(frames):
-            self.fill(frame, buf[i])
-        return buf
 
-    def one(self, frame):
-        """One checked frame -> the (1, 3, h, w) buffer filled with it."""
-        buf = self.buffer(1)
-        self.fill(frame, buf[0])
-        return buf
-
-
-class FramePacker(object):
+class FramePacker(_FrameBatch):
     """uint8 frames -> the (N, h, w, 3) uint8 input of a graph that normalizes in itself
     (``segexport --input uint8``): only the resize, and a channel swap or a grey/alpha
     conversion where the frame needs one, stay on the host. A frame of the network size in the
@@ -261,13 +267,6 @@ class FramePacker(object):
         else:
             cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=out)
 
-    def __call__(self, frames):
-        """Checked frames -> the (len(frames), h, w, 3) buffer filled with them."""
-        buf = self.buffer(len(frames))
-        for i, frame in enumerate(frames):
-            self.fill(frame, buf[i])
-        return buf
-
     def one(self, frame):
         """One checked frame -> a (1, h, w, 3) array: a view of the frame when it is already
         what the graph takes, else the filled buffer."""
@@ -277,6 +276,4 @@ class FramePacker(object):
             and frame.flags.c_contiguous
         ):
             return frame[None]
-        buf = self.buffer(1)
-        self.fill(frame, buf[0])
-        return buf
+        return _FrameBatch.one(self, frame)

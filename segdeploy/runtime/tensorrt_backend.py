@@ -54,17 +54,9 @@ def check_plugins(path, sidecar, plugins):
     EngineMismatchError (one line) when a library the plan was built with is not among them or
     differs; checked before TensorRT is imported, so it holds where TensorRT is missing too.
     """
-    from .._io import missing_file
-
     hashes = {}
     for plugin in plugins or ():
-        plugin = os.fspath(plugin)
-        if not os.path.isfile(plugin):
-            raise EngineError(
-                "{}; pass the .so built for this device".format(
-                    missing_file(plugin, "plugin library")
-                )
-            )
+        plugin = fingerprint.plugin_file(plugin)
         hashes[os.path.basename(plugin)] = fingerprint.sha256_file(plugin)
     for named in (sidecar.get("engine") or {}).get("plugins") or []:
         name, want = named.get("file"), named.get("sha256")

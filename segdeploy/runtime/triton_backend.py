@@ -284,15 +284,19 @@ class TritonEngine(Engine):
             else:
                 value.set_data_from_numpy(array, binary_data=True)
             inputs.append(value)
-        result = self._call(
+        result = self._request(inputs, self._requested_outputs())
+        return {o.name: result.as_numpy(o.name) for o in self._outputs}
+
+    def _request(self, inputs, outputs):
+        """One inference request (tensors inline or in shared memory), errors in one line."""
+        return self._call(
             "run the model",
             self._client.infer,
             self.model_name,
             inputs,
             model_version=self.model_version,
-            outputs=self._requested_outputs(),
+            outputs=outputs,
         )
-        return {o.name: result.as_numpy(o.name) for o in self._outputs}
 
     def _requested_outputs(self):
         if self._grpc:
@@ -396,14 +400,7 @@ class _SharedMemory(object):
         for spec, output in zip(engine._outputs, outputs):
             name, _, item = self.regions[spec.name]
             output.set_shared_memory(name, item * batch)
-        result = engine._call(
-            "run the model",
-            engine._client.infer,
-            engine.model_name,
-            inputs,
-            model_version=engine.model_version,
-            outputs=outputs,
-        )
+        result = engine._request(inputs, outputs)
         arrays = {}
         for spec in engine._outputs:
             described = result.get_output(spec.name)

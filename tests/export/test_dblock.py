@@ -5,6 +5,8 @@ The fused graph runs in ONNX Runtime with DBlockConv computed by the kernel's ho
 """
 
 import json
+import os
+import sys
 
 import numpy as np
 import onnx
@@ -12,7 +14,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from segdeploy import Runtime, models
+from segdeploy import Runtime
 from segdeploy.errors import EngineError, SegDeployError
 from segdeploy.export import dblock, export_onnx, fold_batchnorm, verify
 from segdeploy.export.cli import main
@@ -20,20 +22,14 @@ from segdeploy.export.onnx_export import op_histogram
 from segdeploy.models.regseg import REGSEG_DILATIONS
 from segdeploy.runtime.onnxruntime_backend import OnnxRuntimeEngine
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "runtime"))
+from runtime_support import tiny_model  # noqa: E402
+
 
 def varied(name, seed=0):
-    """A zoo model with fan-in-scaled conv weights and random BN statistics: labels vary."""
-    torch.manual_seed(seed)
-    model = models.build(name).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight)
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return model
+    """A zoo model with fan-in-scaled conv weights and random BN statistics: labels vary
+    (runtime_support's tiny_model, which takes any zoo name)."""
+    return tiny_model(seed=seed, name=name)
 
 
 @pytest.fixture(scope="module")

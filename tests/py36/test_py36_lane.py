@@ -8,21 +8,13 @@ Skipped, with the reason, where ``.venv36`` does not exist (no Python 3.6 on thi
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from py36_support import REPO, VENV36, needs_lane, run36
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV36 = os.environ.get("SEGDEPLOY_VENV36") or os.path.join(REPO, ".venv36")
-PY36 = os.path.join(VENV36, "bin", "python")
-
-pytestmark = pytest.mark.skipif(
-    not os.path.isfile(os.path.join(VENV36, ".installed")),
-    reason="no Python 3.6 lane: {} is missing (make py36 creates it where pyenv or PATH has "
-    "python3.6)".format(VENV36),
-)
+pytestmark = needs_lane
 
 # Every option trtexec 8.2 accepts (TensorRT 8.2.1 samples/common/sampleOptions.cpp, the
 # getAndDelOption calls), for checking that a printed line would run on a Jetson TX2.
@@ -40,27 +32,6 @@ TRTEXEC_82_FLAGS = frozenset(
     "--maxShapes --minShapesCalib --optShapesCalib --maxShapesCalib --inputIOFormats "
     "--outputIOFormats --shapes --noTF32".split()
 )
-
-
-def run36(args, cwd, tool=None, check=True):
-    """Run the 3.6 interpreter (or one of its console scripts) outside the repository, so that
-    ``segdeploy`` is the installed copy, never the source tree."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["PYTHONNOUSERSITE"] = "1"
-    exe = os.path.join(VENV36, "bin", tool) if tool else PY36
-    proc = subprocess.run(
-        [exe] + list(args),
-        cwd=str(cwd),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            "{} exited {}:\n{}\n{}".format(args, proc.returncode, proc.stdout, proc.stderr)
-        )
-    return proc
 
 
 @pytest.fixture(scope="module")

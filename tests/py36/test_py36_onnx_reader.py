@@ -6,21 +6,12 @@ Skipped, with the reason, where the lane's ``.venv36`` does not exist.
 """
 
 import json
-import os
-import subprocess
 
 import numpy as np
 import pytest
+from py36_support import needs_lane, run36
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV36 = os.environ.get("SEGDEPLOY_VENV36") or os.path.join(REPO, ".venv36")
-PY36 = os.path.join(VENV36, "bin", "python")
-
-pytestmark = pytest.mark.skipif(
-    not os.path.isfile(os.path.join(VENV36, ".installed")),
-    reason="no Python 3.6 lane: {} is missing (make py36 creates it where pyenv or PATH has "
-    "python3.6)".format(VENV36),
-)
+pytestmark = needs_lane
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -53,16 +44,7 @@ print(json.dumps(out))
 
 
 def _run36(paths, cwd):
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    env["PYTHONNOUSERSITE"] = "1"
-    proc = subprocess.run(
-        [PY36, "-c", DUMP] + [str(p) for p in paths],
-        cwd=str(cwd),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run36(["-c", DUMP] + [str(p) for p in paths], cwd, check=False)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 

@@ -18,6 +18,7 @@ import sys
 import time
 
 from ... import __version__
+from ..._cli import error_line
 from ..._io import atomic_path, check_writable_dir
 from ...errors import MissingDependencyError, SegDeployError
 
@@ -189,7 +190,7 @@ def main(argv=None):
             archs = args.arch
         path = build(args.out, args.tensorrt_root, archs, link_nvinfer=not args.no_link_nvinfer)
     except SegDeployError as exc:
-        sys.stderr.write("{}: error: {}\n".format(parser.prog, exc))
+        sys.stderr.write(error_line(parser.prog, exc) + "\n")
         return exc.exit_code
     sys.stdout.write(path + "\n")
     return 0

@@ -28,6 +28,7 @@ import sys
 import tempfile
 
 from ... import __version__
+from ..._cli import error_line
 from ..._io import write_bytes, write_json
 from ...engines import devices
 from ...errors import MissingDependencyError, SegDeployError
@@ -656,7 +657,7 @@ def main(argv=None):
             )
             return 1
     except SegDeployError as exc:
-        sys.stderr.write("{}: error: {}\n".format(parser.prog, exc))
+        sys.stderr.write(error_line(parser.prog, exc) + "\n")
         return exc.exit_code
     return 0
 

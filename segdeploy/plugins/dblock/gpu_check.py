@@ -21,6 +21,7 @@ import sys
 import numpy as np
 
 from ... import __version__
+from ..._cli import error_line
 from ...errors import MissingDependencyError, SegDeployError
 from . import compile_check, host
 
@@ -306,7 +307,7 @@ def main(argv=None):
             )
             return 1
     except SegDeployError as exc:
-        sys.stderr.write("{}: error: {}\n".format(parser.prog, exc))
+        sys.stderr.write(error_line(parser.prog, exc) + "\n")
         return exc.exit_code
     return 0
 
