@@ -151,7 +151,8 @@ def run(args, stream=None):
     else:
         check_target_opset(args.opset, backend, None)
     byo_onnx = args.onnx is not None
-    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0), stream)
+    int8 = getattr(args, "int8", False)
+    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + (1 if int8 else 0), stream)
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
     if byo_onnx:
@@ -319,6 +320,14 @@ def run(args, stream=None):
         steps.say(path)
     report["card"] = card
     report["artifacts"] = {"onnx": onnx_path, "onnx_fp16": fp16_path}
+
+    # --- INT8 (Q/DQ graph with an accuracy budget; segdeploy/export/int8_step.py) ---------------
+    int8_path = None
+    if int8:
+        from .int8_step import int8_step
+
+        int8_path = int8_step(args, steps, onnx_path, out_dir, name, card, report, stream)
+        report["artifacts"]["onnx_int8"] = int8_path
 
     # --- engine ---------------------------------------------------------------------------
     engine_path, engine_card = _build_engine(

@@ -24,7 +24,9 @@ class Runtime(object):
 
     ``path`` picks the backend: ``.onnx`` / ``.ort`` -> ONNX Runtime, ``.plan`` / ``.engine`` ->
     TensorRT, a zoo name (``"regseg"``, with ``checkpoint=``) or an exported program (``.pt2``)
-    -> PyTorch; an already opened ``Engine`` is used as given (and closed with the Runtime).
+    -> PyTorch, ``.xml`` (OpenVINO IR) -> OpenVINO; ``backend="openvino"`` or ``"onnxruntime"``
+    picks the backend of an ``.onnx`` file (e.g. the INT8 Q/DQ graph in either); an already opened
+    ``Engine`` is used as given (and closed with the Runtime).
     ``device`` goes to the backend (``"cpu"``, ``"cuda"``, ...; None: the backend's choice).
     ``rgb=True`` declares frames RGB instead of OpenCV's BGR. ``input_size=(h, w)`` sets the
     network resolution where the engine allows it (PyTorch, dynamic ONNX); otherwise the card's.
@@ -52,10 +54,13 @@ class Runtime(object):
         rgb=False,
         input_size=None,
         interpolation="linear",
+        backend=None,
         **backend_options,
     ):
         self._lock = threading.Lock()
         self._closed = False
+        if backend is not None:  # e.g. backend="openvino" for an .onnx graph
+            backend_options["backend"] = backend
         self.engine = self._open(path, device, input_size, backend_options)
         try:
             self._configure(path, rgb, input_size, interpolation)
