@@ -111,3 +111,27 @@ def _summary(f):
         "within_budget",
     )
     return {k: f.get(k) for k in keys}
+
+
+def tensorrt_int8(precision, source, int8_path, backend, steps):
+    """(precision, ONNX) of the TensorRT engine when an INT8 graph exists: INT8 where the device
+    table allows it (recommended on the GTX 1080 Ti, refused on the Jetson TX2 with the reason)."""
+    from ..engines import devices
+
+    quant = card_mod.read_sidecar(int8_path).get("quantization", {})
+    if not quant.get("within_budget"):
+        steps.say("TensorRT: the INT8 graph is over budget, so the engine stays " + precision)
+        return precision, source
+    if backend != "tensorrt":  # --print-trtexec only: the device is not here
+        steps.say(
+            "TensorRT INT8 from {} (explicit Q/DQ); not for the Jetson TX2, which has no "
+            "INT8".format(os.path.basename(int8_path))
+        )
+        return "int8", int8_path
+    record = devices.detect().record
+    choice, why = devices.recommend_precision(record, have_int8_graph=True)
+    if record is not None and not record.int8:
+        steps.say("TensorRT INT8 refused: {}; building {}".format(why, precision))
+        return precision, source
+    steps.say("TensorRT INT8: " + why)
+    return "int8", int8_path

@@ -337,7 +337,7 @@ def run(args, stream=None):
         backend_reason,
         out_dir,
         name,
-        (onnx_path, fp16_path),
+        (onnx_path, fp16_path, int8_path),
         card,
         profile,
         trt_version,
@@ -353,11 +353,16 @@ def run(args, stream=None):
 def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, profile, trt_version):
     from ..engines import build_tensorrt_engine, trtexec_command
 
-    onnx_path, fp16_path = paths
+    onnx_path, fp16_path = paths[:2]
+    int8_path = paths[2] if len(paths) > 2 else None
     precision = "fp16" if args.fp16 else "fp32"
     # TensorRT 11 builds FP16 only from the FP16-typed graph; older versions from the FP32 one
     # with the FP16 flag (their FP16 tactics choose per layer).
     trt_source = fp16_path if (args.fp16 and trt_version and trt_version >= (11,)) else onnx_path
+    if int8_path and (args.print_trtexec or backend == "tensorrt"):
+        from .int8_step import tensorrt_int8
+
+        precision, trt_source = tensorrt_int8(precision, trt_source, int8_path, backend, steps)
     plan = os.path.join(out_dir, name + ".plan")  # precision is in the sidecar
     options = {
         "profile": None if profile.is_static else profile,
@@ -393,6 +398,14 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
     if backend is None:
         steps.say("no TensorRT engine built here: {}".format(reason))
         return None, None
+    from ..engines.cpu_choice import openvino_installed
+
+    if (
+        args.backend == "auto" and openvino_installed()
+    ):  # measure the CPU engines, build the fastest
+        from ..engines.cpu_choice import build_fastest_cpu_engine
+
+        return build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason)
     from ..engines.onnxruntime_builder import build_onnxruntime_engine
 
     engine_path = os.path.join(out_dir, name + ".ort")

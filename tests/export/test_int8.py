@@ -46,7 +46,7 @@ def exported(setup):
     root, ckpt, calib = setup
     out = root / "o"
     argv = ["--model", "regseg_tiny", "--checkpoint", ckpt, "--res", "{}x{}".format(H, W)]
-    argv += ["--int8", "--calib", calib, "--out", out, "--backend", "onnxruntime"]
+    argv += ["--int8", "--calib", calib, "--out", out]
     # Agreement at the default 99 %; the IoU part relaxed to 40 points: this random-weight model's
     # small classes are fragments made of boundary pixels, and a class of ~1 % of the pixels loses
     # ~30 IoU points at 99.2 % agreement (a trained model's classes are regions, not fragments).
@@ -154,3 +154,66 @@ def test_parse_budget():
     assert parse_budget(None) == (0.99, 0.02)
     assert parse_budget("99.5:1") == (0.995, 0.01)
     assert parse_budget("98") == (0.98, 0.02)
+
+
+def test_segexport_built_the_fastest_measured_cpu_engine(exported):
+    pytest.importorskip("openvino")
+    report = json.loads((exported / "report.json").read_text())
+    selection = report["engine"]["selection"]
+    rows = selection["candidates"]
+    kinds = {(r["backend"], r["precision"]) for r in rows}
+    assert {("onnxruntime", "fp32"), ("openvino", "f32"), ("openvino", "int8")} <= kinds
+    eligible = [r for r in rows if r["eligible"]]
+    assert selection["chosen"] == min(eligible, key=lambda r: r["median_ms"])
+    assert "fastest measured here" in selection["why"]
+    engine = report["artifacts"]["engine"]
+    assert os.path.isfile(engine) and engine.endswith((".ort", ".xml"))
+
+
+def test_openvino_ir_round_trip(exported, tmp_path):
+    pytest.importorskip("openvino")
+    from segdeploy import card as card_mod
+    from segdeploy.engines.openvino_builder import build_openvino_engine
+
+    src = str(exported / "regseg_tiny.int8.onnx")
+    xml = str(tmp_path / "m.int8.xml")
+    build_openvino_engine(src, xml, card_mod.read_sidecar(src), threads=2, log=lambda *a: None)
+    assert os.path.isfile(str(tmp_path / "m.int8.bin"))
+    frame = street_scene(H, W, 777)
+    with Runtime(xml) as ir, Runtime(src, backend="openvino", threads=2) as direct:
+        assert ir.backend == "openvino" and ir.card["precision"] == "int8"
+        assert ir.card["engine"]["inference_precision"] == "f32"
+        assert (ir.infer(frame) == direct.infer(frame)).mean() > 0.999
+
+
+def test_segbench_compares_precisions(exported, tmp_path, capsys):
+    pytest.importorskip("openvino")
+    from segdeploy.bench.cli import main as segbench
+
+    out = tmp_path / "p.json"
+    argv = ["--engine", str(exported / "regseg_tiny.onnx"), "--precisions", "fp32,int8"]
+    argv += ["--iters", "2", "--warmup", "1", "--threads", "2", "--no-progress"]
+    assert segbench(argv + ["--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "agreement" in text and "vs fp32" in text
+    records = json.loads(out.read_text())
+    records = records["runs"] if isinstance(records, dict) and "runs" in records else records
+    got = {(r["backend"], r["precision"]): r for r in records}
+    assert set(got) == {
+        ("onnxruntime", "fp32"),
+        ("openvino", "fp32"),
+        ("onnxruntime", "int8"),
+        ("openvino", "int8"),
+    }
+    assert got[("onnxruntime", "fp32")]["agreement_vs_fp32"] == 1.0
+    assert got[("openvino", "int8")]["agreement_vs_fp32"] >= 0.99
+    assert got[("openvino", "int8")]["fp32_classes_on_frames"] >= 5
+
+
+def test_segbench_precisions_needs_the_int8_graph(tmp_path, capsys):
+    from segdeploy.bench.cli import main as segbench
+
+    (tmp_path / "m.onnx").write_bytes(b"")
+    code = segbench(["--engine", str(tmp_path / "m.onnx"), "--precisions", "int8"])
+    err = capsys.readouterr().err
+    assert code == 2 and "segexport" in err and "--int8" in err
