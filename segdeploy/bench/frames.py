@@ -13,13 +13,21 @@ import numpy as np
 
 from .._deps import require
 
+# Cityscapes train ids of what the scenes draw (the labels ``street_scene`` returns on request)
+ROAD, SIDEWALK, BUILDING, POLE, VEGETATION, SKY, CAR = 0, 1, 2, 5, 8, 10, 13
 
-def street_scene(height, width, seed=0):
-    """An H x W x 3 uint8 BGR frame: sky gradient, buildings, road, cars, poles, texture."""
+
+def street_scene(height, width, seed=0, with_labels=False):
+    """An H x W x 3 uint8 BGR frame: sky gradient, buildings, road, cars, poles, texture.
+
+    ``with_labels=True`` also returns the (H, W) uint8 map of what was drawn where, in Cityscapes
+    train ids (road, sidewalk, building, pole, vegetation, sky, car).
+    """
     cv2 = require("cv2", "synthetic frames")
     rng = np.random.RandomState(seed)
     h, w = int(height), int(width)
     img = np.zeros((h, w, 3), np.float32)
+    lab = np.full((h, w), SKY, np.uint8)
     horizon = int(h * rng.uniform(0.35, 0.55))
     # sky: vertical gradient between two blue-grey tones
     top = np.array([rng.uniform(150, 230), rng.uniform(110, 180), rng.uniform(60, 120)])
@@ -30,6 +38,7 @@ def street_scene(height, width, seed=0):
     t = np.linspace(0.0, 1.0, h - horizon)[:, None, None]
     road = rng.uniform(70, 120)
     img[horizon:] = road * (1 - 0.3 * t) + np.array([0.0, 2.0, 4.0])
+    lab[horizon:] = ROAD
     # buildings: rectangles of various colours standing on the horizon, with windows
     x = 0
     while x < w:
@@ -37,6 +46,7 @@ def street_scene(height, width, seed=0):
         bh = int(rng.uniform(0.3, 0.9) * horizon)
         colour = rng.uniform(40, 200, 3)
         cv2.rectangle(img, (x, horizon - bh), (x + bw, horizon), colour.tolist(), -1)
+        cv2.rectangle(lab, (x, horizon - bh), (x + bw, horizon), BUILDING, -1)
         step = max(4, bw // 6)
         for wy in range(horizon - bh + step // 2, horizon - step, step):
             for wx in range(x + step // 3, x + bw - step // 2, step):
@@ -45,6 +55,7 @@ def street_scene(height, width, seed=0):
         x += bw + int(rng.uniform(0.0, 0.05) * w)
     # sidewalk strips and lane markings
     cv2.rectangle(img, (0, horizon), (w, horizon + max(2, h // 40)), (150, 150, 160), -1)
+    cv2.rectangle(lab, (0, horizon), (w, horizon + max(2, h // 40)), SIDEWALK, -1)
     for i in range(6):
         y = horizon + int((i + 1) * (h - horizon) / 7.0)
         cv2.line(img, (w // 2 - i * 3, y), (w // 2 + i * 3, y + h // 30), (230, 230, 230), 2)
@@ -54,10 +65,13 @@ def street_scene(height, width, seed=0):
         r = int(rng.uniform(0.03, 0.08) * w)
         green = [rng.uniform(20, 60), rng.uniform(90, 160), rng.uniform(30, 80)]
         cv2.circle(img, (cx, cy), r, green, -1)
+        cv2.circle(lab, (cx, cy), r, VEGETATION, -1)
         cv2.rectangle(img, (cx - 2, cy + r // 2), (cx + 2, horizon), (40, 60, 80), -1)
+        cv2.rectangle(lab, (cx - 2, cy + r // 2), (cx + 2, horizon), VEGETATION, -1)
     for _ in range(rng.randint(2, 5)):
         px = int(rng.uniform(0, w))
         cv2.line(img, (px, int(horizon * 0.3)), (px, horizon + h // 20), (90, 90, 90), 3)
+        cv2.line(lab, (px, int(horizon * 0.3)), (px, horizon + h // 20), POLE, 3)
     for _ in range(rng.randint(1, 5)):
         cw = int(rng.uniform(0.08, 0.2) * w)
         ch = int(cw * rng.uniform(0.4, 0.6))
@@ -68,14 +82,18 @@ def street_scene(height, width, seed=0):
         cv2.rectangle(
             img, (cx + cw // 5, cy - ch - ch // 2), (cx + 4 * cw // 5, cy - ch), colour, -1
         )
+        cv2.rectangle(lab, (cx, cy - ch), (cx + cw, cy), CAR, -1)
+        cv2.rectangle(lab, (cx + cw // 5, cy - ch - ch // 2), (cx + 4 * cw // 5, cy - ch), CAR, -1)
         for wx in (cx + cw // 5, cx + 4 * cw // 5):
             cv2.circle(img, (wx, cy), max(2, ch // 4), (20, 20, 20), -1)
+            cv2.circle(lab, (wx, cy), max(2, ch // 4), CAR, -1)
     # texture: low-frequency illumination, fine grain, slight blur as a lens would
     light = cv2.resize(rng.uniform(0.8, 1.15, (4, 8)).astype(np.float32), (w, h))
     img *= light[:, :, None]
     img += rng.normal(0.0, 6.0, img.shape).astype(np.float32)
     img = cv2.GaussianBlur(img, (3, 3), 0.8)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    frame = np.clip(img, 0, 255).astype(np.uint8)
+    return (frame, lab) if with_labels else frame
 
 
 def write_scenes(directory, count, height, width, seed=0):
