@@ -152,7 +152,13 @@ def run(args, stream=None):
         check_target_opset(args.opset, backend, None)
     byo_onnx = args.onnx is not None
     int8 = getattr(args, "int8", False)
-    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + (1 if int8 else 0), stream)
+    from ..engines.cpu_choice import openvino_installed
+
+    # on a CPU with OpenVINO, --backend auto times the installed engines first (one more step)
+    timing = args.backend == "auto" and backend == "onnxruntime" and openvino_installed()
+    steps = Steps(
+        (4 if byo_onnx else 6) + (1 if args.fp16 else 0) + (1 if int8 else 0) + int(timing), stream
+    )
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
     if byo_onnx:
