@@ -406,9 +406,8 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
         return None, None
     from ..engines.cpu_choice import openvino_installed
 
-    if (
-        args.backend == "auto" and openvino_installed()
-    ):  # measure the CPU engines, build the fastest
+    # on a CPU with OpenVINO, --backend auto measures the installed engines and builds the fastest
+    if args.backend == "auto" and openvino_installed():
         from ..engines.cpu_choice import build_fastest_cpu_engine
 
         return build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason)
