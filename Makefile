@@ -26,7 +26,7 @@ $(BIN)/python:
 $(STAMP): setup.cfg pyproject.toml constraints-cpu.txt | $(BIN)/python
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r constraints-cpu.txt
-	$(PIP) install --quiet -c constraints-cpu.txt -e '.[export,test,serve]'
+	$(PIP) install --quiet -c constraints-cpu.txt -e '.[export,openvino,test,serve]'
 	@touch $@
 
 venv: $(STAMP)

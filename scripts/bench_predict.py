@@ -66,6 +66,7 @@ def main(argv=None):
         engine = os.path.join(args.out, "regseg.ort")
         if not os.path.isfile(engine):
             argv = ["--model", "regseg", "--res", "512x1024", "--out", args.out]
+            argv += ["--backend", "onnxruntime"]  # the engine this script names
             if segexport(argv + ["--verify-inputs", "1"]) != 0:
                 return 1
     clip = os.path.join(args.out, "clip.mp4")

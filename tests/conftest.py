@@ -30,6 +30,13 @@ def _tensorrt_missing_reason(cuda):
     return None
 
 
+def pytest_configure(config):
+    # segexport --backend auto on a CPU with OpenVINO times ONNX Runtime against OpenVINO and
+    # builds the faster: the tests that open NAME.ort need that file, so the suite restricts the
+    # choice to ONNX Runtime; tests/export/test_int8.py lifts it to test the measured choice.
+    os.environ.setdefault("SEGDEPLOY_CPU_ENGINES", "onnxruntime")
+
+
 def pytest_collection_modifyitems(config, items):
     cuda = cuda_status()
     trt_reason = _tensorrt_missing_reason(cuda)

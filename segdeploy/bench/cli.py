@@ -86,6 +86,11 @@ def build_parser():
     parser.add_argument("--iters", type=int, help="override the protocol's timed iterations")
     parser.add_argument("--device", help="cpu, cuda[:N] (default: the backend's choice)")
     parser.add_argument("--threads", type=int, help="intra-op threads of the backend")
+    parser.add_argument(
+        "--precisions",
+        help="with --engine NAME.onnx: compare fp32,bf16,int8 (NAME.int8.onnx) across "
+        "ONNX Runtime and OpenVINO, with label agreement against FP32",
+    )
     parser.add_argument("--json", help="write the records as JSON")
     parser.add_argument("--csv", help="write one CSV row per run")
     parser.add_argument("--plot", help="write a PNG of latency against resolution")
@@ -349,7 +354,16 @@ def _main(args, argv=None):
     level = verbosity(args)
     progress = _Progress(runs * (protocol.iters), not args.no_progress and level > QUIET)
     try:
-        if args.engine:
+        if args.precisions:
+            from .precisions import format_precision_table, run_precisions
+
+            if not args.engine or len(args.engine) != 1:
+                raise SegDeployError("--precisions needs one --engine NAME.onnx")
+            args.engine = args.engine[0]
+            args.backends_given = "--backends" in " ".join(argv or sys.argv[1:])
+            records = run_precisions(args, protocol, progress, run_protocol)
+            print(format_precision_table(records))
+        elif args.engine:
             records = _bench_engine(args, protocol, progress)
         else:
             records = _bench_model(args, protocol, progress)

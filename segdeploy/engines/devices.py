@@ -277,9 +277,46 @@ def check_precision(record, precision):
         ratio = _ratio(record.peak("fp32"), record.peak("fp16"))
         warnings.append(
             "{} runs FP16 at {} of its FP32 rate, so an FP16 engine will be slower than FP32; "
-            "build fp32 (or int8 once calibration is available)".format(record.name, ratio)
+            "build int8 (segexport --int8 --calib DIR), its fast path, or build fp32".format(
+                record.name, ratio
+            )
         )
     return warnings
+
+
+def recommend_precision(record, have_int8_graph=False):
+    """(precision, reason): what a TensorRT engine for ``record`` should be built as.
+
+    INT8 where FP16 is slow and INT8 (dp4a / tensor cores) is fast (the GTX 1080 Ti: FP16 at
+    1/64 of FP32, INT8 at 4x); FP16 where it is fast; INT8 never where the device has none (the
+    Jetson TX2), whatever was asked. ``have_int8_graph``: a budget-checked Q/DQ graph exists.
+    """
+    if record is None or record.compute_capability is None:
+        return "fp32", "unknown device or no GPU: no precision advice"
+    if not record.int8:
+        return "fp16" if record.fast_fp16 else "fp32", (
+            "{} has no INT8 in TensorRT (compute capability {}){}".format(
+                record.name,
+                _cc_text(record.compute_capability),
+                "; FP16 is its fast path" if record.fast_fp16 else "",
+            )
+        )
+    if not record.fast_fp16:
+        if have_int8_graph:
+            return "int8", "{} runs FP16 at {} of FP32 and INT8 at {:.0f}x FP32 TOPS".format(
+                record.name,
+                _ratio(record.peak("fp32"), record.peak("fp16")),
+                (record.peak("int8") or 0) / (record.peak("fp32") or 1),
+            )
+        return "fp32", (
+            "{} runs FP16 slowly; INT8 is its fast path but needs the Q/DQ graph: "
+            "segexport --int8 --calib DIR".format(record.name)
+        )
+    if have_int8_graph:
+        return "int8", "{} runs INT8 fast and the INT8 graph is within its budget".format(
+            record.name
+        )
+    return "fp16", "{} runs FP16 fast".format(record.name)
 
 
 def _ratio(fp32, fp16):

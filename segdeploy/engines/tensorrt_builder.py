@@ -6,9 +6,11 @@
                                     timing_cache="trt.cache")
 
 FP16 is a builder flag on TensorRT 8.2-10.x; TensorRT 11 builds only strongly typed networks, so
-there the ONNX itself must be FP16-typed (segexport writes that variant). API differences live in
-``trt_compat``; this module only sequences the build. TensorRT and CUDA are imported on first use.
-Python 3.6 compatible.
+there the ONNX itself must be FP16-typed (segexport writes that variant). INT8 is explicit
+quantization from the Q/DQ graph of ``segexport --int8`` on every release: with the INT8 builder
+flag on 8.x-10.x, from the graph's own types on 11.x (strongly typed, no INT8 flag). API
+differences live in ``trt_compat``; this module only sequences the build. TensorRT and CUDA are
+imported on first use. Python 3.6 compatible.
 """
 
 import ctypes
@@ -148,13 +150,9 @@ def build_tensorrt_engine(
     Returns the sidecar card (``card`` with its ``engine`` section set).
     """
     card_mod.validate(card, "the model card for {}".format(onnx_path))
-    if precision == "int8":
-        raise EngineError(
-            "INT8 engines need calibration data, which segexport does not take "
-            "yet; build FP16 (segexport --fp16) or FP32"
-        )
-    if precision not in ("fp32", "fp16"):
-        raise SegDeployError("precision must be fp32 or fp16, got {!r}".format(precision))
+    if precision not in ("fp32", "fp16", "int8"):
+        raise SegDeployError("precision must be fp32, fp16 or int8, got {!r}".format(precision))
+    check_int8_source(precision, card, onnx_path)
     if not os.path.isfile(os.fspath(onnx_path)):
         raise EngineError("ONNX file {} does not exist; run segexport first".format(onnx_path))
     _io.check_writable_dir(os.path.dirname(os.path.abspath(os.fspath(engine_path))))
@@ -210,6 +208,8 @@ def build_tensorrt_engine(
                 "ONNX; pass the FP16 ONNX written by segexport --fp16".format(trt.__version__)
             )
         flags["strongly_typed"] = not trt_compat.has_fp16_flag(trt)
+    if precision == "int8":
+        flags.update(configure_int8(trt, config))
     trt_compat.set_workspace(trt, config, int(workspace_mib) << 20)
     if opt_level is not None:
         if trt_compat.set_optimization_level(config, opt_level):
@@ -313,6 +313,35 @@ def build_tensorrt_engine(
         )
     )
     return sidecar
+
+
+def check_int8_source(precision, card, onnx_path):
+    """INT8 engines come only from the Q/DQ graph (its card says precision int8), and the other
+    precisions never from it."""
+    is_qdq = card.get("precision") == "int8"
+    if precision == "int8" and not is_qdq:
+        raise EngineError(
+            "{} is not an INT8 Q/DQ graph; INT8 engines are built from the <name>.int8.onnx "
+            "that segexport --int8 --calib DIR writes".format(onnx_path)
+        )
+    if precision != "int8" and is_qdq:
+        raise EngineError(
+            "{} is the INT8 Q/DQ graph; build it with precision int8, or pass the FP32 ONNX".format(
+                onnx_path
+            )
+        )
+
+
+def configure_int8(trt, config):
+    """Builder settings for the explicit-quantization (Q/DQ) network; returns the flag record.
+
+    TensorRT 8.x-10.x need BuilderFlag.INT8 to run the Q/DQ network's quantized layers in INT8;
+    11.x has no such flag: its networks are strongly typed and the Q/DQ types decide. Layers left
+    FP32 by the accuracy budget stay FP32 (no FP16 flag is set alongside).
+    """
+    if trt_compat.set_flag_if_present(trt, config, "INT8"):
+        return {"int8_flag": True, "explicit_quantization": True}
+    return {"int8_flag": False, "strongly_typed": True, "explicit_quantization": True}
 
 
 def _parse(trt, parser, onnx_path, log):

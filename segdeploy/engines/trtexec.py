@@ -7,7 +7,9 @@ Flag spellings follow the target's TensorRT (trtexec docs, 8.x -> 10.x and 10.x 
 migration pages): ``--workspace=N`` until 8.3 then ``--memPoolSize=workspace:N`` (MiB; the old flag
 is gone in 10.x); ``--plugins`` until 9.x then ``--staticPlugins`` (10.x deprecates ``--plugins``);
 ``--fp16`` until 10.x, while 11.x has no precision flags and builds FP16 from an FP16-typed ONNX;
-``--builderOptimizationLevel`` from 8.6. Pure logic; Python 3.6 compatible.
+``--builderOptimizationLevel`` from 8.6; INT8 from the Q/DQ graph (``<name>.int8.onnx``) with
+``--int8`` until 10.x, while 11.x builds it from the graph's types with no flag (its networks are
+strongly typed; ``--int8`` is gone). Pure logic; Python 3.6 compatible.
 """
 
 import shlex
@@ -56,12 +58,13 @@ def trtexec_command(
     ``profile``: a ShapeProfile (or None / static: no shape flags, the ONNX fixes the size).
     ``layout`` / ``max_batch``: an NHWC (uint8) input; a batch axis from 1 to ``max_batch``.
     ``tensorrt_version``: the trtexec that will run it ("8.2", (8, 6), ...); None means 10.x.
-    For TensorRT 11 with precision 'fp16', ``onnx_path`` must be the FP16-typed ONNX.
+    For TensorRT 11 with precision 'fp16', ``onnx_path`` must be the FP16-typed ONNX; for
+    'int8' on every release, the Q/DQ graph of ``segexport --int8``.
     """
     version = _version(tensorrt_version)
-    if precision not in ("fp32", "fp16"):
+    if precision not in ("fp32", "fp16", "int8"):
         raise SegDeployError(
-            "trtexec_command supports precision fp32 or fp16, got {!r}".format(precision)
+            "trtexec_command supports precision fp32, fp16 or int8, got {!r}".format(precision)
         )
     args = [
         "trtexec",
@@ -70,6 +73,8 @@ def trtexec_command(
     ]
     if precision == "fp16" and version < (11,):
         args.append("--fp16")
+    if precision == "int8" and version < (11,):
+        args.append("--int8")
     if profile is not None:
         if not isinstance(profile, ShapeProfile):
             profile = ShapeProfile(*[tuple(p) for p in profile])

@@ -79,6 +79,25 @@ def parser():
         "Relu) fused into one DBlockConv node for the TensorRT plugin, checked against the "
         "standard graph in ONNX Runtime with the kernel's host build",
     )
+    q = p.add_argument_group("INT8 (explicit Q/DQ graph with an accuracy budget)")
+    q.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write <name>.int8.onnx, calibrated on --calib and checked on held-out frames",
+    )
+    q.add_argument(
+        "--calib",
+        metavar="DIR",
+        help="folder of real frames for calibration (a quarter held out for the budget); "
+        "'random' calibrates on noise (speed tests only)",
+    )
+    q.add_argument("--calib-count", type=int, metavar="N", help="use at most N calibration frames")
+    q.add_argument(
+        "--budget",
+        metavar="AGREE[:IOU]",
+        help="accuracy budget in percent: label agreement with FP32 and IoU points any class "
+        "may lose (default 99:2); over it, the most sensitive layers stay FP32",
+    )
     v = p.add_argument_group("verification")
     v.add_argument("--images", help="directory of real images to verify on, besides random ones")
     v.add_argument("--verify-inputs", type=int, default=3, help="random inputs (default 3)")
@@ -256,6 +275,9 @@ def _run(args):
     if args.verify_inputs < 1:
         raise SegDeployError("--verify-inputs must be at least 1")
     check_arguments(args)
+    from .int8_step import check_args as check_int8_args
+
+    check_int8_args(args)
     from .pipeline import run
     from .user_model import resolve_flags
 

@@ -192,9 +192,15 @@ def _run_staged(args, stream, staging):
         from .dblock import check_engine_args
 
         check_engine_args(args, backend)
+    int8 = getattr(args, "int8", False)
+    from ..engines.cpu_choice import choice_enabled
+
+    # on a CPU with OpenVINO, --backend auto times the installed engines first (one more step)
+    timing = args.backend == "auto" and backend == "onnxruntime" and choice_enabled()
     extra = (2 + (backend == "tensorrt")) if dblock else 0  # fuse, check[, build its plan]
     extra += 1 if getattr(args, "input", "float") == "uint8" else 0
     extra += 1 if getattr(args, "triton", None) else 0
+    extra += (1 if int8 else 0) + int(timing)
     steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + extra, stream)
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
@@ -459,6 +465,15 @@ def _run_staged(args, stream, staging):
         report["artifacts"]["onnx_dblock"] = section["path"]
         report["artifacts"]["onnx_dblock_fp16"] = section["path_fp16"]
 
+    # --- INT8 (Q/DQ graph with an accuracy budget; segdeploy/export/int8_step.py) ---------------
+    int8_path = None
+    if int8:
+        from .int8_step import int8_step
+
+        int8_path = int8_step(args, steps, onnx_path, stage_dir, name, card, report, stream)
+        written += [int8_path, card_mod.sidecar_path(int8_path)]
+        report["artifacts"]["onnx_int8"] = staging.final(os.path.basename(int8_path))
+
     # --- engine ---------------------------------------------------------------------------
     engine_path, engine_card = _build_engine(
         args,
@@ -467,7 +482,7 @@ def _run_staged(args, stream, staging):
         backend_reason,
         stage_dir,
         name,
-        (onnx_path, fp16_path),
+        (onnx_path, fp16_path, int8_path),
         card,
         profile,
         trt_version,
@@ -477,6 +492,8 @@ def _run_staged(args, stream, staging):
         written.append(engine_path)
         if os.path.isfile(card_mod.sidecar_path(engine_path)):
             written.append(card_mod.sidecar_path(engine_path))
+        if engine_path.endswith(".xml"):  # OpenVINO IR: the weights are beside the topology
+            written.append(engine_path[: -len(".xml")] + ".bin")
         engine_path = staging.final(os.path.basename(engine_path))
     report["artifacts"]["engine"] = engine_path
     if dblock:
@@ -526,8 +543,14 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
 
     final_dir = args.out
 
-    onnx_path, fp16_path = paths
+    onnx_path, fp16_path = paths[:2]
+    int8_path = paths[2] if len(paths) > 2 else None
     precision = "fp16" if args.fp16 else "fp32"
+    build_source = onnx_path  # segbuild's source_for picks NAME.fp16.onnx for TensorRT 11 FP16
+    if int8_path and (args.print_trtexec or backend == "tensorrt"):
+        from .int8_step import tensorrt_int8
+
+        precision, build_source = tensorrt_int8(precision, onnx_path, int8_path, backend, steps)
     plan = os.path.join(out_dir, name + ".plan")  # precision is in the sidecar
     options = {
         "profile": None if profile.is_static else profile,
@@ -543,7 +566,7 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
             trtexec_options["profile"] = profile
         # the command names the files where they end up, not the staging folder
         line = build_cli.trtexec_line(
-            os.path.join(final_dir, os.path.basename(onnx_path)),
+            os.path.join(final_dir, os.path.basename(build_source)),
             os.path.join(final_dir, os.path.basename(plan)),
             card,
             precision,
@@ -557,7 +580,7 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
         engine_card = steps.run(
             "build TensorRT {} engine ({})".format(precision.upper(), reason),
             build_cli.build,
-            onnx_path,
+            build_source,
             plan,
             card,
             precision,
@@ -568,6 +591,13 @@ def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, prof
     if backend is None:
         steps.say("no TensorRT engine built here: {}".format(reason))
         return None, None
+    from ..engines.cpu_choice import choice_enabled
+
+    # on a CPU with OpenVINO, --backend auto measures the installed engines and builds the fastest
+    if args.backend == "auto" and choice_enabled():
+        from ..engines.cpu_choice import build_fastest_cpu_engine
+
+        return build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason)
     from ..engines.onnxruntime_builder import build_onnxruntime_engine
 
     engine_path = os.path.join(out_dir, name + ".ort")

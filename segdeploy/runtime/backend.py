@@ -23,6 +23,20 @@ BACKENDS = {
     ".ort": ("segdeploy.runtime.onnxruntime_backend", "OnnxRuntimeEngine"),
     ".plan": ("segdeploy.runtime.tensorrt_backend", "TensorRTEngine"),
     ".engine": ("segdeploy.runtime.tensorrt_backend", "TensorRTEngine"),
+    ".xml": ("segdeploy.runtime.openvino_backend", "OpenVinoEngine"),
+}
+# backend name -> (module, class): ``Runtime(path, backend=...)`` overrides the suffix's choice
+# (e.g. an .onnx graph in OpenVINO instead of ONNX Runtime).
+NAMED_BACKENDS = {
+    "onnxruntime": ("segdeploy.runtime.onnxruntime_backend", "OnnxRuntimeEngine"),
+    "openvino": ("segdeploy.runtime.openvino_backend", "OpenVinoEngine"),
+    "tensorrt": ("segdeploy.runtime.tensorrt_backend", "TensorRTEngine"),
+}
+# which suffixes each named backend opens
+BACKEND_SUFFIXES = {
+    "onnxruntime": (".onnx", ".ort"),
+    "openvino": (".onnx", ".xml"),
+    "tensorrt": (".plan", ".engine"),
 }
 
 
@@ -120,13 +134,33 @@ def backend_for(path):
         ) from None
 
 
-def open_engine(path, **options):
-    """Open ``path`` with the backend its suffix names; ``options`` go to the backend."""
+def named_backend(name, path):
+    """(module, class name) of backend ``name`` for ``path``; EngineError if it cannot open it."""
+    if name not in NAMED_BACKENDS:
+        raise EngineError(
+            "backend must be one of {}, got {!r}".format(", ".join(sorted(NAMED_BACKENDS)), name)
+        )
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in BACKEND_SUFFIXES[name]:
+        raise EngineError(
+            "backend {!r} opens {} files, not {}".format(
+                name, " / ".join(BACKEND_SUFFIXES[name]), os.fspath(path)
+            )
+        )
+    return NAMED_BACKENDS[name]
+
+
+def open_engine(path, backend=None, **options):
+    """Open ``path`` with ``backend`` (a name) or the backend its suffix names; ``options`` go
+    to the backend."""
     if not os.path.isfile(os.fspath(path)):
         from .._io import missing_file
 
         raise EngineError(missing_file(path, "engine file"))
-    module_name, class_name = backend_for(path)
+    if backend is not None:
+        module_name, class_name = named_backend(backend, path)
+    else:
+        module_name, class_name = backend_for(path)
     cls = getattr(importlib.import_module(module_name), class_name)
     check_options(cls, options)
     return cls(path, **options)

@@ -28,6 +28,8 @@ class Runtime(object):
     a server URL (``grpc://host:8001/NAME``, ``http://host:8000/NAME``) -> the model NAME on a
     Triton Inference Server (``segdeploy.runtime.triton_backend``). Graphs exported with
     ``segexport --input uint8`` get the frames as uint8 (resized only) and normalize inside.
+    ``.xml`` (OpenVINO IR) -> OpenVINO; ``backend="openvino"`` or ``"onnxruntime"`` picks the
+    backend of an ``.onnx`` file (e.g. the INT8 Q/DQ graph in either).
     ``device`` goes to the backend (``"cpu"``, ``"cuda"``, ...; None: the backend's choice).
     ``rgb=True`` declares frames RGB instead of OpenCV's BGR. ``input_size=(h, w)`` sets the
     network resolution where the engine allows it (PyTorch, dynamic ONNX); otherwise the card's.
@@ -61,6 +63,7 @@ class Runtime(object):
         input_size=None,
         interpolation="linear",
         unsafe=False,
+        backend=None,
         **backend_options,
     ):
         self._lock = threading.Lock()
@@ -79,6 +82,8 @@ class Runtime(object):
                 from ..manifest import verify_artifact
 
                 verify_artifact(text)
+        if backend is not None:  # e.g. backend="openvino" for an .onnx graph
+            backend_options["backend"] = backend
         self.engine = self._open(path, device, input_size, backend_options)
         try:
             self._configure(path, rgb, input_size, interpolation)

@@ -68,8 +68,8 @@ def test_paths_with_spaces_are_quoted_and_input_name_is_used():
 
 
 def test_bad_arguments():
-    with pytest.raises(SegDeployError, match="fp32 or fp16"):
-        trtexec_command("m.onnx", "m.plan", "int8")
+    with pytest.raises(SegDeployError, match="fp32, fp16 or int8"):
+        trtexec_command("m.onnx", "m.plan", "int4")
     with pytest.raises(SegDeployError, match="TensorRT version"):
         trtexec_command("m.onnx", "m.plan", tensorrt_version="latest")
 

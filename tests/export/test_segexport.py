@@ -56,6 +56,8 @@ def regseg_export(tmp_path_factory):
             "--out",
             str(out / "o"),
             "--fp16",
+            "--backend",  # the ONNX Runtime engine is what these tests inspect
+            "onnxruntime",
         ]
     )
     assert code == 0
@@ -138,7 +140,9 @@ def test_every_model_exports_and_verifies(tmp_path, capsys, name):
     )
     assert code == 0, err
     assert "label agreement" in out and "WARNING: no --checkpoint" in out
-    assert (tmp_path / (name + ".onnx")).is_file() and (tmp_path / (name + ".ort")).is_file()
+    assert (tmp_path / (name + ".onnx")).is_file()
+    # the CPU engine is the fastest measured here: ONNX Runtime (.ort) or OpenVINO IR (.xml)
+    assert any((tmp_path / (name + s)).is_file() for s in (".ort", ".xml"))
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
 
 
@@ -267,6 +271,8 @@ def test_bring_your_own_onnx(tmp_path, capsys):
         tmp_path / "b",
         "--name",
         "mine",
+        "--backend",
+        "onnxruntime",
     )
     assert code == 0, err
     assert "parity not verified" in out

@@ -26,6 +26,8 @@ def exported(tmp_path_factory):
             str(out),
             "--verify-inputs",
             "1",
+            "--backend",  # the tests open the .ort engine
+            "onnxruntime",
         ]
     )
     assert code == 0

@@ -102,7 +102,8 @@ def test_status_and_build_without_tensorrt(tmp_path):
 def test_build_refuses_int8_and_missing_onnx(tmp_path):
     from segdeploy.engines.tensorrt_builder import build_tensorrt_engine
 
-    with pytest.raises(EngineError, match="INT8 engines need calibration"):
+    # INT8 engines come only from the Q/DQ graph of segexport --int8 (its card says int8)
+    with pytest.raises(EngineError, match="not an INT8 Q/DQ graph"):
         build_tensorrt_engine("m.onnx", str(tmp_path / "m.plan"), make_card(), precision="int8")
     with pytest.raises(EngineError, match="does not exist; run segexport"):
         build_tensorrt_engine(str(tmp_path / "none.onnx"), str(tmp_path / "m.plan"), make_card())

@@ -1,0 +1,146 @@
+"""``segbench --engine X.onnx --precisions fp32,bf16,int8``: precisions and backends in one table.
+
+For an exported FP32 graph ``X.onnx`` (and, for int8, the ``X.int8.onnx`` that ``segexport
+--int8`` wrote next to it), every requested precision runs in every backend that has it:
+
+    fp32: ONNX Runtime and OpenVINO (f32) on X.onnx
+    bf16: OpenVINO on X.onnx with bf16 inference (CPUs with AVX512_BF16 / AMX; ONNX Runtime's
+          CPU provider has no bf16 kernels, so it is not offered there)
+    int8: ONNX Runtime and OpenVINO on X.int8.onnx (the Q/DQ graph)
+
+Beside each speed: the label agreement with the FP32 ONNX Runtime engine on synthetic street
+scenes (``bench.frames``) at the engine's size, and the number of classes the FP32 labels hold
+there (agreement means little when it is one). Python 3.6 compatible.
+"""
+
+import importlib.util
+import os
+
+import numpy as np
+
+from ..errors import SegDeployError
+
+PRECISIONS = ("fp32", "bf16", "int8")
+AGREEMENT_FRAMES = 4
+
+
+def parse_precisions(text):
+    names = [p.strip().lower() for p in str(text).split(",") if p.strip()]
+    bad = [p for p in names if p not in PRECISIONS]
+    if bad or not names:
+        raise SegDeployError(
+            "--precisions takes a comma-separated list of fp32, bf16, int8; got {!r}".format(text)
+        )
+    return names
+
+
+def int8_sibling(path):
+    stem = path[: -len(".onnx")] if path.endswith(".onnx") else path
+    return stem + ".int8.onnx"
+
+
+def variants(engine_path, precisions, backends=None):
+    """[(backend, precision, file, options)] to run, and notes on what was left out."""
+    if not engine_path.endswith(".onnx") or engine_path.endswith(".int8.onnx"):
+        raise SegDeployError(
+            "--precisions compares precisions of one exported FP32 graph: pass --engine "
+            "NAME.onnx (segexport writes NAME.int8.onnx next to it with --int8)"
+        )
+    have_ov = importlib.util.find_spec("openvino") is not None
+    wanted = backends or ["onnxruntime"] + (["openvino"] if have_ov else [])
+    out, notes = [], []
+    for precision in precisions:
+        source = engine_path
+        if precision == "int8":
+            source = int8_sibling(engine_path)
+            if not os.path.isfile(source):
+                raise SegDeployError(
+                    "no INT8 graph {} next to {}; write it with segexport ... --int8 --calib "
+                    "DIR".format(source, engine_path)
+                )
+        for backend in wanted:
+            if backend == "onnxruntime" and precision == "bf16":
+                notes.append("bf16: ONNX Runtime's CPU provider has no bf16 kernels; OpenVINO only")
+                continue
+            if backend == "openvino" and not have_ov:
+                notes.append("openvino is not installed (pip install 'segdeploy[openvino]')")
+                continue
+            options = {}
+            if backend == "openvino":
+                options["precision"] = "bf16" if precision == "bf16" else "f32"
+            out.append((backend, precision, source, options))
+    return out, notes
+
+
+def run_precisions(args, protocol, progress, run_protocol):
+    """Time every variant under ``protocol``; records carry precision and agreement."""
+    from ..runtime.runtime import Runtime
+    from .frames import street_scene
+
+    backends = None
+    if args.backends_given:
+        from .backends import parse_backends
+
+        backends = [b for b in parse_backends(args.backends) if b != "torch"]
+    todo, notes = variants(args.engine, parse_precisions(args.precisions), backends)
+    for note in sorted(set(notes)):
+        print("note: " + note)
+    options = {} if args.threads is None else {"threads": args.threads}
+    reference = Runtime(args.engine, backend="onnxruntime", **options)
+    h, w = reference.input_size
+    frames = [street_scene(h, w, 900 + i) for i in range(AGREEMENT_FRAMES)]
+    ref_labels = [reference.infer(f).copy() for f in frames]
+    classes = len(set(int(c) for r in ref_labels for c in np.unique(r)))
+    reference.close()
+    records = []
+    for backend, precision, source, extra in todo:
+        opts = dict(options, **extra)
+        try:
+            runtime = Runtime(source, backend=backend, **opts)
+        except SegDeployError as exc:
+            print("note: {} {} skipped: {}".format(backend, precision, exc))
+            continue
+        try:
+            agree = float(
+                np.mean([(runtime.infer(f) == r).mean() for f, r in zip(frames, ref_labels)])
+            )
+            progress.start("{} {}".format(backend, precision))
+            record = run_protocol(runtime.engine, protocol, h, w, progress=progress, peak_cache={})
+        finally:
+            runtime.close()
+        record["precision"] = precision
+        record["engine_file"] = source
+        record["agreement_vs_fp32"] = agree
+        record["agreement_frames"] = AGREEMENT_FRAMES
+        record["fp32_classes_on_frames"] = classes
+        records.append(record)
+    return records
+
+
+def format_precision_table(records):
+    if not records:
+        return "no variant ran"
+    fp32 = [r["latency_ms"]["median"] for r in records if r["precision"] == "fp32"]
+    base = min(fp32) if fp32 else None
+    lines = [
+        "{:<12} {:<5} {:>10} {:>9} {:>10}".format(
+            "backend", "prec", "median ms", "vs fp32", "agreement"
+        )
+    ]
+    for r in records:
+        ms = r["latency_ms"]["median"]
+        lines.append(
+            "{:<12} {:<5} {:>10.2f} {:>8} {:>9.3f}%".format(
+                r["backend"],
+                r["precision"],
+                ms,
+                "{:.2f}x".format(base / ms) if base else "-",
+                100.0 * r["agreement_vs_fp32"],
+            )
+        )
+    lines.append(
+        "agreement: labels equal to ONNX Runtime FP32 on {} synthetic street scenes "
+        "({} classes in the FP32 labels); 'vs fp32': the fastest FP32 row over this "
+        "row".format(records[0]["agreement_frames"], records[0]["fp32_classes_on_frames"])
+    )
+    return "\n".join(lines)

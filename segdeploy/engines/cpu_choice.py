@@ -1,0 +1,221 @@
+"""On a CPU machine, build the engine this machine runs fastest among those installed: measured.
+
+Candidates: ONNX Runtime FP32; OpenVINO f32; OpenVINO bf16 where the CPU has native bf16 and
+real frames show it within the accuracy budget; and, when ``segexport --int8`` wrote a graph
+within its budget, that Q/DQ graph in ONNX Runtime and in OpenVINO. Each is opened and timed at
+export time (one warm-up, then a few rounds, interleaved, median), because which one wins depends
+on the CPU (VNNI, AVX512_BF16, AMX), the libraries' versions and the model, and the ranking on one
+machine does not carry to another. The winner is built (``.ort`` or OpenVINO IR ``.xml``); the
+figures and the reason go into the output and the card (``engine.selection``).
+Python 3.6 compatible (imports segdeploy.export only when INT8/bf16 budgets are checked).
+"""
+
+import importlib.util
+import os
+import time
+
+import numpy as np
+
+from .. import card as card_mod
+
+ROUNDS = 3
+
+
+# Which CPU engines ``--backend auto`` may choose among: comma-separated names in this variable
+# (default: every installed one). SEGDEPLOY_CPU_ENGINES=onnxruntime always builds ``NAME.ort``
+# without timing anything, e.g. where scripts expect that file.
+ENGINES_VARIABLE = "SEGDEPLOY_CPU_ENGINES"
+
+
+def openvino_installed():
+    return importlib.util.find_spec("openvino") is not None
+
+
+def allowed_engines():
+    text = os.environ.get(ENGINES_VARIABLE, "")
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    return names or ["onnxruntime", "openvino"]
+
+
+def choice_enabled():
+    """True when ``--backend auto`` on a CPU times the installed engines and builds the fastest:
+    OpenVINO is installed and not excluded by SEGDEPLOY_CPU_ENGINES."""
+    return openvino_installed() and "openvino" in allowed_engines()
+
+
+def _candidates(paths, card, has_bf16, int8_ok):
+    onnx_path = paths[0]
+    int8_path = paths[2] if len(paths) > 2 else None
+    out = [("onnxruntime", "fp32", onnx_path), ("openvino", "f32", onnx_path)]
+    if has_bf16:
+        out.append(("openvino", "bf16", onnx_path))
+    if int8_path and int8_ok:
+        out += [("onnxruntime", "int8", int8_path), ("openvino", "int8", int8_path)]
+    return out
+
+
+def _open(backend, precision, path, threads):
+    from ..runtime.backend import open_engine
+
+    options = {"threads": threads}
+    if backend == "openvino":
+        options["precision"] = "bf16" if precision == "bf16" else "f32"
+    return open_engine(path, backend=backend, **options)
+
+
+def time_engines(engines, x, rounds=ROUNDS):
+    """{key: median ms} of ``engine.infer`` on ``x``, interleaved in a rotating order."""
+    keys = list(engines)
+    samples = dict((k, []) for k in keys)
+    for k in keys:
+        engines[k].infer({engines[k].inputs[0].name: x})
+    for r in range(rounds):
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            start = time.perf_counter()
+            engines[k].infer({engines[k].inputs[0].name: x})
+            samples[k].append((time.perf_counter() - start) * 1e3)
+    return dict((k, float(np.median(v))) for k, v in samples.items())
+
+
+def _labels(engine, inputs):
+    name = engine.inputs[0].name
+    out = []
+    for x in inputs:
+        value = engine.infer({name: x})[engine.outputs[0].name]
+        out.append(np.array(value.argmax(1) if value.ndim == 4 else value))
+    return out
+
+
+def _real_frames(args, card):
+    """Held-out real frames for the bf16 budget, and where they came from; ([], why) if none."""
+    from ..export import verify
+    from ..export.quantize import load_frames
+
+    if getattr(args, "calib", None) and args.calib != "random":
+        _, heldout, _ = load_frames(args.calib, card, args.calib_count)
+        return heldout, "the held-out --calib frames"
+    if getattr(args, "images", None):
+        return verify.image_inputs(args.images, card)[0], "the --images frames"
+    return [], "no real frames (pass --images DIR or --calib DIR)"
+
+
+def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
+    """Time the candidates, build the fastest within budget; returns (engine path, sidecar)."""
+    import openvino
+
+    from ..export.quantize import budget_figures, parse_budget
+    from ..runtime.openvino_backend import cpu_has_bf16
+
+    has_bf16 = cpu_has_bf16(openvino.Core())
+    int8_path = paths[2] if len(paths) > 2 else None
+    int8_ok = bool(int8_path) and card_mod.read_sidecar(int8_path)["quantization"]["within_budget"]
+    budget = parse_budget(getattr(args, "budget", None))
+    threads = args.threads
+
+    def measure():
+        engines = {}
+        for backend, precision, path in _candidates(paths, card, has_bf16, int8_ok):
+            engines[(backend, precision)] = _open(backend, precision, path, threads)
+        notes = {}
+        if has_bf16:
+            frames, source = _real_frames(args, card)
+            if frames:
+                ref = _labels(engines[("onnxruntime", "fp32")], frames)
+                got = _labels(engines[("openvino", "bf16")], frames)
+                f = budget_figures(ref, got, card["model"]["num_classes"], budget)
+                notes[("openvino", "bf16")] = {
+                    "label_agreement": f["label_agreement"],
+                    "max_iou_drop": f["max_iou_drop"],
+                    "within_budget": f["within_budget"],
+                    "checked_on": source,
+                }
+            else:
+                notes[("openvino", "bf16")] = {"within_budget": False, "checked_on": source}
+        h, w = card["input"]["height"], card["input"]["width"]
+        x = np.random.RandomState(0).standard_normal((1, 3, h, w)).astype(np.float32)
+        ms = time_engines(engines, x)
+        for e in engines.values():
+            e.close()
+        return ms, notes
+
+    ms, notes = steps.run(
+        "time the CPU engines installed here ({} rounds, interleaved)".format(ROUNDS), measure
+    )
+    rows = []
+    for (backend, precision), value in sorted(ms.items(), key=lambda kv: kv[1]):
+        note = notes.get((backend, precision), {})
+        ok = note.get("within_budget", True)
+        rows.append(
+            {
+                "backend": backend,
+                "precision": precision,
+                "median_ms": round(value, 2),
+                "eligible": ok,
+                "budget_check": note or None,
+            }
+        )
+        steps.say(
+            "{:<12} {:<5} {:8.1f} ms{}".format(
+                backend,
+                precision,
+                value,
+                ""
+                if ok
+                else "  (not eligible: {} {})".format(
+                    "over budget on" if note.get("checked_on", "").startswith("the") else "",
+                    note.get("checked_on", ""),
+                ),
+            )
+        )
+    eligible = [r for r in rows if r["eligible"]]
+    best = eligible[0]
+    fp32 = [r for r in rows if r["precision"] in ("fp32", "f32")]
+    why = (
+        "fastest measured here: {} {} at {:.1f} ms, {:.2f}x the fastest FP32 engine "
+        "({} {:.1f} ms)".format(
+            best["backend"],
+            best["precision"],
+            best["median_ms"],
+            fp32[0]["median_ms"] / best["median_ms"],
+            fp32[0]["backend"],
+            fp32[0]["median_ms"],
+        )
+    )
+    source = int8_path if best["precision"] == "int8" else paths[0]
+    source_card = card_mod.read_sidecar(source) if best["precision"] == "int8" else card
+    suffix = (
+        ".int8" if best["precision"] == "int8" else (".bf16" if best["precision"] == "bf16" else "")
+    )
+    if best["backend"] == "openvino":
+        from .openvino_builder import build_openvino_engine
+
+        engine_path = os.path.join(out_dir, name + suffix + ".xml")
+        sidecar = steps.run(
+            "build OpenVINO {} engine".format(best["precision"]),
+            build_openvino_engine,
+            source,
+            engine_path,
+            source_card,
+            precision="bf16" if best["precision"] == "bf16" else "f32",
+            threads=threads,
+            log=steps.say,
+        )
+    else:
+        from .onnxruntime_builder import build_onnxruntime_engine
+
+        engine_path = os.path.join(out_dir, name + suffix + ".ort")
+        sidecar = steps.run(
+            "build ONNX Runtime CPU {} engine".format(best["precision"]),
+            build_onnxruntime_engine,
+            source,
+            engine_path,
+            source_card,
+            threads=threads,
+        )
+        sidecar["engine"]["precision"] = best["precision"]
+    sidecar["engine"]["selection"] = {"candidates": rows, "chosen": best, "why": why}
+    card_mod.write_sidecar(engine_path, sidecar)
+    steps.say(
+        "built {} because it is the {} (no GPU: {})".format(engine_path, why, reason.split(";")[0])
+    )
+    return engine_path, sidecar

@@ -1,0 +1,557 @@
+"""INT8 post-training quantization: one explicit Q/DQ graph for ONNX Runtime, OpenVINO, TensorRT.
+
+    fp32 graph ─► calibrate (real frames, Runtime pre-processing) ─► Q/DQ graph (<name>.int8.onnx)
+               ─► accuracy budget on held-out frames ─► [over budget] keep the most sensitive
+                  convolutions in FP32 until it holds ─► verdict into the model card
+
+What the graph looks like (what TensorRT's explicit quantization wants, and what ONNX Runtime's
+and OpenVINO's INT8 CPU kernels pick up): QuantizeLinear/DequantizeLinear pairs in front of every
+quantized op's activation input, *symmetric* INT8 activations (zero point 0: TensorRT accepts no
+other), weights stored as INT8 initializers with *per-output-channel* symmetric scales feeding a
+DequantizeLinear (axis 0). The last Resize of the logits and the ArgMax stay FP32 (as in the FP16
+graph: logits whose small differences decide labels are not rounded again).
+
+Quantizer choice (measured on this project's RegSeg, see docs/benchmarks.md): ONNX Runtime's
+``quantize_static`` (QDQ format). It is maintained with ONNX Runtime, which is already a
+dependency of the export side, so nothing new is installed; it writes the symmetric, per-channel
+Q/DQ layout above; and it can calibrate once and re-quantize with nodes excluded
+(``calibration_cache_path``), which is what the budget search needs. NVIDIA ModelOpt's ONNX PTQ
+places Q/DQ the same way for TensorRT but pulls in CUDA-oriented dependencies (cupy,
+onnx-graphsurgeon, torch extensions) a CPU host does not need; NNCF targets OpenVINO's own
+placement (asymmetric activations by default), which TensorRT does not take. Calibration: min/max
+over the frames (the percentile calibrator agreed within 0.02 % of labels with it on RegSeg at
+512x1024 and took 2.4x as long).
+"""
+
+import collections
+import glob
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from .._deps import require
+from ..errors import SegDeployError
+
+Budget = collections.namedtuple("Budget", ["min_agreement", "max_iou_drop"])
+Budget.__doc__ = """Label agreement at least ``min_agreement`` (0..1) and no class's IoU against the
+FP32 labels below 1 - ``max_iou_drop`` (0..1)."""
+
+DEFAULT_BUDGET = Budget(0.99, 0.02)
+# Classes covering less of the held-out pixels than this are reported but not judged: a class of
+# a few hundred pixels loses IoU points to a one-pixel boundary shift (measured: a tiny RegSeg at
+# 128x256 with 99.2 % agreement had a 0.3 %-share class at 46 IoU points lost).
+MIN_CLASS_SHARE = 0.01
+# The search stops after this many attempts in a row that neither raised the agreement nor
+# lowered the worst class's IoU drop.
+PATIENCE = 2
+IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "bmp")
+# ops that stay FP32 whatever the budget: the label head
+_HEAD_OPS = ("ArgMax",)
+
+
+def parse_budget(text):
+    """``"99:2"`` -> Budget(0.99, 0.02): percent agreement, IoU points a class may lose."""
+    if text is None:
+        return DEFAULT_BUDGET
+    parts = str(text).split(":")
+    try:
+        agreement = float(parts[0])
+        iou = float(parts[1]) if len(parts) > 1 and parts[1] != "" else DEFAULT_BUDGET[1] * 100
+    except ValueError:
+        agreement = iou = None
+    if len(parts) > 2 or agreement is None or not 0 < agreement <= 100 or not 0 <= iou <= 100:
+        raise SegDeployError(
+            "--budget takes AGREEMENT[:IOU] in percent, e.g. 99:2 (at least 99 % of labels agree "
+            "with FP32 and no class loses more than 2 IoU points), got {!r}".format(text)
+        )
+    return Budget(agreement / 100.0, iou / 100.0)
+
+
+def describe_budget(budget):
+    return ">= {:g} % label agreement, no class losing more than {:g} IoU points".format(
+        budget.min_agreement * 100, budget.max_iou_drop * 100
+    )
+
+
+# --- calibration frames --------------------------------------------------------------------
+
+
+def _preprocessor(card):
+    from ..runtime.preprocess import Preprocessor
+
+    cin = card["input"]
+    return Preprocessor(
+        cin["height"], cin["width"], cin["scale"], cin["mean"], cin["std"], cin["channel_order"]
+    )
+
+
+def list_images(directory):
+    if not os.path.isdir(directory):
+        raise SegDeployError(
+            "--calib {} is not a directory; pass a folder of images from the deployment camera "
+            "(or --calib random, which is only good for speed measurements)".format(directory)
+        )
+    paths = sorted(
+        p
+        for ext in IMAGE_EXTENSIONS
+        for p in glob.glob(os.path.join(directory, "*." + ext))
+        + glob.glob(os.path.join(directory, "*." + ext.upper()))
+    )
+    if len(paths) < 3:
+        raise SegDeployError(
+            "--calib {} holds {} images; INT8 calibration needs at least 3 (some are held out "
+            "to check the accuracy budget), ideally 32 or more frames like the ones you "
+            "deploy on".format(directory, len(paths))
+        )
+    return paths
+
+
+def load_frames(source, card, count=None, seed=0, stream=None):
+    """(calibration inputs, held-out inputs, description): 1x3xHxW float32 arrays.
+
+    ``source`` is a directory of images (read with OpenCV as BGR and pre-processed exactly as the
+    Runtime does) or ``"random"`` (uniform noise; loudly warned about). A quarter of the images
+    (at least 2, at most 16) is held out for the budget; ``count`` caps the calibration frames.
+    """
+    pre = _preprocessor(card)
+    stream = stream or sys.stdout
+    if source == "random":
+        print(
+            "      WARNING: --calib random: calibrating INT8 on uniform NOISE. Activation ranges "
+            "seen on noise differ from real frames; the INT8 graph will be fast and its accuracy "
+            "on real frames is unknown. Use a folder of real frames for anything but speed tests.",
+            file=stream,
+            flush=True,
+        )
+        rng = np.random.RandomState(seed)
+        h, w = card["input"]["height"], card["input"]["width"]
+        n = count or 16
+        frames = [rng.randint(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n + 4)]
+        inputs = [pre([f]).copy() for f in frames]
+        return inputs[:n], inputs[n:], "random noise ({} frames)".format(n)
+    cv2 = require("cv2", "INT8 calibration")
+    paths = list_images(source)
+    held = min(16, max(2, len(paths) // 4))
+    calib_paths, held_paths = paths[:-held], paths[-held:]
+    if count:
+        calib_paths = calib_paths[: int(count)]
+    inputs = []
+    for path in calib_paths + held_paths:
+        frame = cv2.imread(path, cv2.IMREAD_COLOR)
+        if frame is None:
+            raise SegDeployError("cannot read image {}; remove it from --calib".format(path))
+        inputs.append(pre([frame]).copy())
+    n = len(calib_paths)
+    return (
+        inputs[:n],
+        inputs[n:],
+        "{} images from {} ({} calibration, {} held out)".format(
+            len(inputs), source, n, len(held_paths)
+        ),
+    )
+
+
+# --- accuracy ------------------------------------------------------------------------------
+
+
+def _session(path_or_proto, threads=None):
+    ort = require("onnxruntime", "INT8 quantization")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    source = path_or_proto if isinstance(path_or_proto, str) else path_or_proto.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def labels_of(session, inputs):
+    """Label maps (N x H x W int64) of ``inputs`` from a graph with a labels or logits output."""
+    name = session.get_inputs()[0].name
+    out = []
+    for x in inputs:
+        value = session.run(None, {name: x})[0]
+        out.append(value.argmax(1) if value.ndim == 4 else value)
+    return out
+
+
+def budget_figures(ref_labels, cand_labels, num_classes, budget):
+    """Agreement, per-class IoU drop and where disagreements sit; ``within_budget``."""
+    from .verify import compare
+
+    ref = np.concatenate(ref_labels)
+    cand = np.concatenate(cand_labels)
+    figures = compare(None, ref, cand, None, num_classes)
+    counts = np.bincount(ref.reshape(-1).astype(np.int64), minlength=num_classes)
+    share = counts / float(ref.size)
+    drops = []
+    for c, iou in enumerate(figures["per_class_iou"]):
+        if iou is None or counts[c] == 0:
+            drops.append(None)
+        else:
+            drops.append(round(1.0 - iou, 6))
+    judged = [c for c in range(num_classes) if share[c] >= MIN_CLASS_SHARE]
+    worst = max(judged, key=lambda c: drops[c] or 0.0) if judged else None
+    figures.update(
+        {
+            "classes_present": int((counts > 0).sum()),
+            "iou_drop": drops,
+            "judged_classes": judged,
+            "worst_class": worst,
+            "max_iou_drop": (drops[worst] or 0.0) if worst is not None else 0.0,
+            "budget": {"min_agreement": budget.min_agreement, "max_iou_drop": budget.max_iou_drop},
+        }
+    )
+    reasons = []
+    if figures["label_agreement"] < budget.min_agreement:
+        reasons.append(
+            "label agreement {:.3f} % < {:g} %".format(
+                figures["label_agreement"] * 100, budget.min_agreement * 100
+            )
+        )
+    if figures["max_iou_drop"] > budget.max_iou_drop:
+        reasons.append(
+            "class {} loses {:.2f} IoU points > {:g}".format(
+                worst, figures["max_iou_drop"] * 100, budget.max_iou_drop * 100
+            )
+        )
+    figures["within_budget"] = not reasons
+    figures["over_budget_because"] = "; ".join(reasons)
+    return figures
+
+
+def describe_figures(f):
+    near = f.get("disagreements_near_boundary")
+    text = "agreement {:.3f} %, worst class IoU drop {:.2f} points (class {})".format(
+        f["label_agreement"] * 100, f["max_iou_drop"] * 100, f["worst_class"]
+    )
+    if near is not None:
+        text += ", {:.0%} of disagreements within 2 px of a boundary".format(near)
+    return text
+
+
+# --- the graph -----------------------------------------------------------------------------
+
+
+def head_nodes(model_proto):
+    """Names of nodes that stay FP32 always: the final logits Resize and the ArgMax head."""
+    from .fp16 import _final_resizes
+
+    names = set(_final_resizes(model_proto.graph))
+    names |= set(n.name for n in model_proto.graph.node if n.op_type in _HEAD_OPS)
+    return sorted(names)
+
+
+def conv_nodes(model_proto):
+    return [n.name for n in model_proto.graph.node if n.op_type == "Conv"]
+
+
+class _Reader(object):
+    """ONNX Runtime's CalibrationDataReader protocol over a list of inputs."""
+
+    def __init__(self, name, inputs):
+        self._feeds = [{name: x} for x in inputs]
+        self._i = 0
+
+    def get_next(self):
+        if self._i >= len(self._feeds):
+            return None
+        self._i += 1
+        return self._feeds[self._i - 1]
+
+    def __len__(self):
+        return len(self._feeds)
+
+    def rewind(self):
+        self._i = 0
+
+
+class Quantizer(object):
+    """Calibrate an FP32 graph once, then write Q/DQ graphs with any set of nodes kept FP32."""
+
+    def __init__(self, fp32_path, calib_inputs, workdir, log=None):
+        require("onnxruntime", "INT8 quantization")
+        onnx = require("onnx", "INT8 quantization")
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        self.log = log or (lambda text: None)
+        self.workdir = workdir
+        self.proto = onnx.load(fp32_path)
+        self.input_name = self.proto.graph.input[0].name
+        self.prepared = os.path.join(workdir, "prepared.onnx")
+        # Shape inference and the optimizer's fusions first, as ONNX Runtime's docs advise;
+        # symbolic shape inference is for transformer graphs and needs sympy.
+        quant_pre_process(fp32_path, self.prepared, skip_symbolic_shape=True)
+        self.cache = os.path.join(workdir, "calibration.json")
+        self.calib_inputs = calib_inputs
+        self.head = head_nodes(onnx.load(self.prepared))
+        self.convs = conv_nodes(onnx.load(self.prepared))
+        self.calibrated = False
+
+    def write(self, out_path, keep_fp32=()):
+        """Write the Q/DQ graph with ``keep_fp32`` node names (plus the head) unquantized."""
+        import inspect
+
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+
+        kwargs = {}
+        cached = "calibration_cache_path" in inspect.signature(quantize_static).parameters
+        if cached:
+            kwargs["calibration_cache_path"] = self.cache
+        started = time.perf_counter()
+        quantize_static(
+            self.prepared,
+            out_path,
+            _Reader(self.input_name, self.calib_inputs),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=sorted(set(self.head) | set(keep_fp32)),
+            extra_options={
+                "ActivationSymmetric": True,  # zero point 0: TensorRT's requirement
+                "WeightSymmetric": True,
+                "DedicatedQDQPair": False,
+            },
+            **kwargs,
+        )
+        if not self.calibrated:
+            self.log(
+                "calibrated on {} frames in {:.1f} s".format(
+                    len(self.calib_inputs), time.perf_counter() - started
+                )
+            )
+        self.calibrated = True
+        return out_path
+
+
+def _expose(model_proto, names):
+    import copy
+
+    from onnx import TensorProto, helper
+
+    proto = copy.deepcopy(model_proto)
+    have = set(o.name for o in proto.graph.output)
+    for name in names:
+        if name not in have:
+            proto.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return proto
+
+
+def layer_sensitivity(fp32_proto, int8_proto, inputs, threads=None):
+    """Per-layer sensitivity: how much relative error each quantized node *adds*.
+
+    Both graphs run once per input with every node output exposed; a node's score is the relative
+    RMS error of its output (INT8 graph vs FP32 graph) minus the largest relative error already on
+    its inputs (taken before their Q/DQ pair, so the rounding of its own inputs counts as its
+    own). Returns [(node name, score)] sorted most sensitive first.
+    """
+    producers = {}
+    for node in int8_proto.graph.node:
+        for out in node.output:
+            producers[out] = node
+    fp32_tensors = set(o for n in fp32_proto.graph.node for o in n.output)
+    fp32_tensors |= set(i.name for i in fp32_proto.graph.input)
+    quantized = set()
+    nodes = []
+    for node in int8_proto.graph.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not node.output:
+            continue
+        if node.output[0] not in fp32_tensors or node.op_type in ("Shape", "ArgMax"):
+            continue
+        sources = []
+        for name in node.input:
+            p = producers.get(name)
+            if p is not None and p.op_type == "DequantizeLinear":
+                q = producers.get(p.input[0])
+                if q is not None and q.op_type == "QuantizeLinear":
+                    quantized.add(node.name)
+                    name = q.input[0]
+                else:
+                    continue  # a weight
+            if name in fp32_tensors:
+                sources.append(name)
+        nodes.append((node.name, node.output[0], sources))
+    nodes = [n for n in nodes if n[0] in quantized]
+    names = sorted(set([n[1] for n in nodes] + [s for n in nodes for s in n[2]]))
+    a = _session(_expose(fp32_proto, names), threads)
+    b = _session(_expose(int8_proto, names), threads)
+    a_names = [o.name for o in a.get_outputs()]
+    b_names = [o.name for o in b.get_outputs()]
+    err = collections.defaultdict(float)
+    ref = collections.defaultdict(float)
+    input_name = a.get_inputs()[0].name
+    for x in inputs:
+        va = dict(zip(a_names, a.run(None, {input_name: x})))
+        vb = dict(zip(b_names, b.run(None, {input_name: x})))
+        for name in names:
+            if name == input_name:
+                continue
+            ra = va[name].astype(np.float64)
+            d = ra - vb[name]
+            err[name] += float((d * d).mean())
+            ref[name] += float((ra * ra).mean())
+    rel = {n: np.sqrt(err[n] / max(ref[n], 1e-30)) for n in names}
+    scores = [
+        (node, float(rel[out] - max([rel[s] for s in sources] or [0.0])))
+        for node, out, sources in nodes
+    ]
+    return sorted(scores, key=lambda s: -s[1])
+
+
+def time_graph(paths, inputs, threads=2, rounds=3):
+    """Median ms per run of each graph in ``paths`` (ONNX Runtime CPU), interleaved."""
+    sessions = [_session(p, threads) for p in paths]
+    x = inputs[0]
+    name = sessions[0].get_inputs()[0].name
+    samples = [[] for _ in sessions]
+    for s in sessions:
+        s.run(None, {name: x})
+    for _ in range(rounds):
+        for i, s in enumerate(sessions):
+            start = time.perf_counter()
+            s.run(None, {name: x})
+            samples[i].append((time.perf_counter() - start) * 1e3)
+    return [float(np.median(s)) for s in samples]
+
+
+def quantize_with_budget(
+    fp32_path,
+    out_path,
+    calib_inputs,
+    heldout_inputs,
+    num_classes,
+    budget=DEFAULT_BUDGET,
+    threads=None,
+    log=None,
+    max_fp32_layers=None,
+):
+    """Write ``out_path`` (the Q/DQ graph, atomically) and return the budget report.
+
+    The full INT8 graph is checked on ``heldout_inputs`` against the FP32 graph. Over budget, the
+    convolutions are ranked by ``layer_sensitivity`` and the top 1, 2, 4, 8, ... are kept FP32
+    (re-quantizing from the same calibration) until the budget holds or ``max_fp32_layers``
+    (default: half the quantized layers) is reached. The report lists every attempt, the layers
+    that stayed FP32, the ranking, and the speed of the full and final graphs (ONNX Runtime,
+    interleaved).
+    """
+    onnx = require("onnx", "INT8 quantization")
+    from .._io import atomic_path
+
+    log = log or (lambda text: None)
+    if not heldout_inputs:
+        raise SegDeployError("the accuracy budget needs held-out frames; pass more --calib images")
+    reference = _session(fp32_path, threads)
+    ref_labels = labels_of(reference, heldout_inputs)
+    classes = sorted(set(int(v) for r in ref_labels for v in np.unique(r)))
+    report = {
+        "quantizer": "onnxruntime.quantization.quantize_static (QDQ, MinMax)",
+        "scheme": "INT8 symmetric activations, per-channel symmetric INT8 weights",
+        "calibration_frames": len(calib_inputs),
+        "heldout_frames": len(heldout_inputs),
+        "fp32_classes_on_heldout": len(classes),
+        "budget": {"min_agreement": budget.min_agreement, "max_iou_drop": budget.max_iou_drop},
+        "attempts": [],
+    }
+    if len(classes) < 2:
+        log(
+            "WARNING: the FP32 graph gives {} class(es) on the held-out frames: any INT8 "
+            "graph agrees 100 %, so the budget checks nothing (random weights?)".format(
+                len(classes)
+            )
+        )
+    with tempfile.TemporaryDirectory(prefix="segdeploy-int8-") as workdir:
+        quantizer = Quantizer(fp32_path, calib_inputs, workdir, log)
+        report["always_fp32"] = quantizer.head
+
+        def attempt(keep):
+            path = os.path.join(workdir, "int8_{}.onnx".format(len(keep)))
+            quantizer.write(path, keep)
+            figures = budget_figures(
+                ref_labels, labels_of(_session(path, threads), heldout_inputs), num_classes, budget
+            )
+            report["attempts"].append(
+                {
+                    "fp32_layers": len(keep),
+                    "label_agreement": figures["label_agreement"],
+                    "max_iou_drop": figures["max_iou_drop"],
+                    "within_budget": figures["within_budget"],
+                }
+            )
+            log("{} layers kept FP32: {}".format(len(keep), describe_figures(figures)))
+            return path, figures
+
+        full_path, figures = attempt([])
+        report["full_int8"] = figures
+        final_path, keep = full_path, []
+        if not figures["within_budget"]:
+            log(
+                "over budget ({}); ranking quantized layers by sensitivity".format(
+                    figures["over_budget_because"]
+                )
+            )
+            ranking = layer_sensitivity(
+                onnx.load(quantizer.prepared),
+                onnx.load(full_path),
+                heldout_inputs[:4],
+                threads,
+            )
+            report["sensitivity"] = [
+                {"layer": name, "added_relative_error": round(score, 6)} for name, score in ranking
+            ]
+            log(
+                "most sensitive: {}".format(
+                    ", ".join("{} ({:.3f})".format(n, s) for n, s in ranking[:5])
+                )
+            )
+            limit = max_fp32_layers or max(1, len(ranking) // 2)
+            k, stale = 1, 0
+            best = (figures["label_agreement"], -figures["max_iou_drop"])
+            while not figures["within_budget"] and k <= limit and stale < PATIENCE:
+                keep = [name for name, _ in ranking[:k]]
+                final_path, figures = attempt(keep)
+                # progress: more labels agree, or the worst class loses fewer IoU points
+                now = (figures["label_agreement"], -figures["max_iou_drop"])
+                stale = 0 if (now[0] > best[0] or now[1] > best[1]) else stale + 1
+                best = (max(best[0], now[0]), max(best[1], now[1]))
+                if k == limit:
+                    break
+                k = min(limit, k * 2)
+        report["fp32_layers"] = keep
+        report["final"] = figures
+        report["within_budget"] = figures["within_budget"]
+        if keep:
+            full_ms, final_ms = time_graph([full_path, final_path], heldout_inputs, threads)
+            report["speed_ms_onnxruntime"] = {
+                "full_int8": round(full_ms, 2),
+                "with_fp32_layers": round(final_ms, 2),
+                "cost": round(final_ms / full_ms - 1.0, 4),
+            }
+        with atomic_path(out_path) as tmp:
+            with open(final_path, "rb") as src, open(tmp, "wb") as dst:
+                dst.write(src.read())
+    report["verdict"] = verdict_text(report, budget)
+    return report
+
+
+def verdict_text(report, budget):
+    final = report["final"]
+    keep = report["fp32_layers"]
+    head = "within budget" if report["within_budget"] else "OVER BUDGET"
+    text = "{} ({}): {}".format(head, describe_budget(budget), describe_figures(final))
+    if keep:
+        text += "; {} layer(s) kept FP32: {}".format(len(keep), ", ".join(keep))
+        speed = report.get("speed_ms_onnxruntime")
+        if speed:
+            text += " (cost {:+.1%} in ONNX Runtime latency)".format(speed["cost"])
+    else:
+        text += "; every convolution INT8"
+    return text
