@@ -40,18 +40,10 @@ def regseg_with_varied_weights(seed=0):
     import torch
 
     from segdeploy import models
+    from segdeploy.models.golden import vary_weights_
 
     torch.manual_seed(seed)
-    model = models.build("regseg").eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight)
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return model
+    return vary_weights_(models.build("regseg").eval())
 
 
 def train_on_scenes(model, steps, height=256, width=512, seed=0, log=print):

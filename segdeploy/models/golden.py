@@ -62,6 +62,27 @@ def deterministic_state(model) -> dict:
     return state
 
 
+def vary_weights_(model):
+    """Give ``model`` He-initialized convolutions and random BatchNorm statistics, in place.
+
+    With a model's default initialization every pixel gets the same class, so any agreement
+    check passes trivially; with these weights labels vary from pixel to pixel (the accuracy
+    tests assert how many classes appear). Draws from torch's global generator: seed it first
+    for reproducible weights. Returns ``model``.
+    """
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight)
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.5, 0.5)
+    return model
+
+
 def probe_input(shape, scale: float = 1.0) -> np.ndarray:
     """A reproducible float32 input of ``shape`` with values in [-scale, scale]."""
     n = int(np.prod(shape))

@@ -12,18 +12,10 @@ def tiny_model(seed=0, num_classes=19, name="regseg_tiny"):
     import torch
 
     from segdeploy import models
+    from segdeploy.models.golden import vary_weights_
 
     torch.manual_seed(seed)
-    model = models.build(name, num_classes=num_classes).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight)
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return model
+    return vary_weights_(models.build(name, num_classes=num_classes).eval())
 
 
 def tiny_card(height=64, width=128, num_classes=19, palette=None):
