@@ -436,6 +436,13 @@ def _add_build_arguments(p):
     )
     g.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
     g.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
+    g.add_argument(
+        "--dblock-plugin",
+        action="store_true",
+        help="fuse the split-dilation D blocks into DBlockConv plugin nodes first (writes "
+        "NAME.dblock.onnx; needs the onnx package) and build that graph; pass the plugin "
+        "library with --plugins",
+    )
     return g
 
 
@@ -547,6 +554,8 @@ def _run(args, out=None):
     onnx_path = args.onnx or args.onnx_for_adopt
     if not onnx_path:
         raise SegDeployError("give the ONNX file to build from: segbuild out/regseg.onnx")
+    if args.dblock_plugin:
+        onnx_path = _fuse_dblocks(onnx_path, args, out or sys.stdout)
     card = read_card(onnx_path)
     precision = "fp16" if args.fp16 or card.get("precision") == "fp16" else "fp32"
     plan = args.out or default_plan_path(onnx_path)
@@ -574,6 +583,30 @@ def _run(args, out=None):
     if options.get("workspace_mib") is None:
         options.pop("workspace_mib", None)
     build(onnx_path, plan, card, precision, options)
+
+
+def _fuse_dblocks(onnx_path, args, out):
+    """segbuild --dblock-plugin: the D-block graph (and its FP16-typed twin, when segexport
+    wrote one) beside the standard graph; returns the graph to build from."""
+    if not args.plugins and not args.print_trtexec:
+        raise SegDeployError(
+            "--dblock-plugin builds DBlockConv plugin layers: pass the plugin library with "
+            "--plugins build/dblock/libdblock_plugin.so (build it on this device with "
+            "python -m segdeploy.plugins.dblock.build --out build/dblock)"
+        )
+    from ..export.dblock import fuse_file  # onnx is needed here, and said so if missing
+
+    fused, summary = fuse_file(onnx_path)
+    print(
+        "segbuild: {} D blocks fused into DBlockConv nodes: {}".format(
+            len(summary["fused"]), fused
+        ),
+        file=out,
+    )
+    typed = fp16_sibling(onnx_path)
+    if args.fp16 and typed != os.fspath(onnx_path) and os.path.isfile(typed):
+        fuse_file(typed, out_path=fp16_sibling(fused))  # TensorRT 11 builds FP16 from it
+    return fused
 
 
 def main(argv=None):

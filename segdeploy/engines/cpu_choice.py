@@ -211,6 +211,7 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
             engine_path,
             source_card,
             threads=threads,
+            log=steps.say,
         )
         sidecar["engine"]["precision"] = best["precision"]
     sidecar["engine"]["selection"] = {"candidates": rows, "chosen": best, "why": why}

@@ -599,3 +599,29 @@ def test_build_checks_then_builds_from_the_graph_the_installed_release_needs(
     shutil.copy(str(onnx_path), str(tmp_path / "m.fp16.onnx"))
     assert build_cli.main(argv) == 0
     assert calls[-1][0] == str(tmp_path / "m.fp16.onnx") and checked[-1][1] == (11, 0)
+
+
+def test_segbuild_dblock_plugin_fuses_then_prints_the_plugin_build(tmp_path, capsys):
+    """segbuild --dblock-plugin on an exported file: the D-block graph beside it, and the
+    trtexec line builds that graph with the plugin library the user named."""
+    pytest.importorskip("onnx")
+    from segdeploy.engines.build_cli import main as segbuild
+    from segdeploy.export.cli import main as segexport
+
+    argv = ["--model", "regseg_tiny", "--res", "64x128", "--out", str(tmp_path), "-q"]
+    assert segexport(argv + ["--verify-inputs", "1"]) == 0
+    capsys.readouterr()
+    onnx_path = str(tmp_path / "regseg_tiny.onnx")
+    assert segbuild([onnx_path, "--dblock-plugin"]) == 2  # no plugin library: one line
+    assert "--plugins" in capsys.readouterr().err
+    argv = [onnx_path, "--dblock-plugin", "--plugins", "libdblock_plugin.so"]
+    assert segbuild(argv + ["--print-trtexec", "--trt-version", "10.8"]) == 0
+    out = capsys.readouterr().out
+    fused = tmp_path / "regseg_tiny.dblock.onnx"
+    assert "3 D blocks fused" in out and fused.is_file()
+    import onnx
+
+    ops = [n.op_type for n in onnx.load(str(fused)).graph.node]
+    assert ops.count("DBlockConv") == 3 and "Split" not in ops
+    line = [x for x in out.splitlines() if x.startswith("trtexec ")][0]
+    assert "--onnx={}".format(fused) in line and "libdblock_plugin.so" in line
