@@ -29,6 +29,12 @@ SCHEMA = "segdeploy.card/1"
 METADATA_KEY = "segdeploy.card"
 
 
+def takes_uint8_frames(card):
+    """True for a graph exported with ``segexport --input uint8``: it takes N x H x W x 3 uint8
+    frames and normalizes them itself (``validate`` ties layout NHWC to dtype uint8)."""
+    return str(card.get("input", {}).get("dtype", "float32")) == "uint8"
+
+
 def sidecar_path(engine_path):
     """``model.plan`` -> ``model.plan.json``."""
     return os.fspath(engine_path) + ".json"
@@ -212,7 +218,7 @@ def check_graph(card, where, input_shape=None, output_shape=None):
     cin, kind = card["input"], card["output"]["kind"]
     if input_shape is not None:
         shape = list(input_shape)
-        nhwc = cin.get("layout") == "NHWC"
+        nhwc = takes_uint8_frames(card)
         if len(shape) != 4 or _fixed(shape[3 if nhwc else 1]) not in (None, 3):
             raise SegDeployError(
                 "{}: the graph's input has shape {}, not {}".format(

@@ -70,7 +70,7 @@ def tensor_dims(card, max_batch):
     cin, cout = card["input"], card["output"]
     dynamic = cin.get("dynamic")
     h, w = (-1, -1) if dynamic else (int(cin["height"]), int(cin["width"]))
-    if str(cin.get("layout", "NCHW")).upper() == "NHWC":
+    if card_mod.takes_uint8_frames(card):  # N x H x W x 3 uint8 frames
         inp = [h, w, 3]
     else:
         inp = [3, h, w]

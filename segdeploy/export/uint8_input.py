@@ -21,6 +21,7 @@ import copy
 
 import numpy as np
 
+from .. import card as card_mod
 from ..errors import ExportError
 
 NORMALIZED_NAME = "image_normalized"
@@ -40,9 +41,7 @@ def uint8_card(card, frame_order=FRAME_ORDER):
     return out
 
 
-def is_uint8_card(card):
-    """True when ``card`` describes a graph that takes uint8 NHWC frames."""
-    return str(card.get("input", {}).get("dtype", "float32")) == "uint8"
+is_uint8_card = card_mod.takes_uint8_frames  # the card decides, for every reader alike
 
 
 def prepend_uint8_input(model_proto, card, frame_order=FRAME_ORDER):

@@ -159,7 +159,7 @@ class Runtime(object):
         self.input_name = names[0]
         spec = engine.inputs[0]
         # uint8 graphs (segexport --input uint8) take N x H x W x 3 frames and normalize inside.
-        uint8_input = str(cin.get("dtype", "float32")) == "uint8"
+        uint8_input = card_mod.takes_uint8_frames(card)
         hw_dims = spec.shape[1:3] if uint8_input else spec.shape[2:]
         fixed = [d for d in hw_dims if isinstance(d, int) and d > 0]
         if len(fixed) == 2 and tuple(fixed) != (height, width):
