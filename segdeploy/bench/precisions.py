@@ -6,7 +6,10 @@ For an exported FP32 graph ``X.onnx`` (and, for int8, the ``X.int8.onnx`` that `
     fp32: ONNX Runtime and OpenVINO (f32) on X.onnx
     bf16: OpenVINO on X.onnx with bf16 inference (CPUs with AVX512_BF16 / AMX; ONNX Runtime's
           CPU provider has no bf16 kernels, so it is not offered there)
-    int8: ONNX Runtime and OpenVINO on X.int8.onnx (the Q/DQ graph)
+    int8: ONNX Runtime and OpenVINO on X.int8.onnx (the Q/DQ graph; the layers it leaves
+          unquantized run in FP32)
+    int8+bf16: OpenVINO on X.int8.onnx with the unquantized layers in bf16 (the fastest CPU
+          variant on AMX machines; bf16 CPUs only)
 
 Beside each speed: the label agreement with the FP32 ONNX Runtime engine on synthetic street
 scenes (``bench.frames``) at the engine's size, and the number of classes the FP32 labels hold
@@ -20,7 +23,9 @@ import numpy as np
 
 from ..errors import SegDeployError
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "int8+bf16")
+# precisions only OpenVINO runs on the CPU (ONNX Runtime's CPU provider has no bf16 kernels)
+BF16 = ("bf16", "int8+bf16")
 AGREEMENT_FRAMES = 4
 
 
@@ -29,7 +34,9 @@ def parse_precisions(text):
     bad = [p for p in names if p not in PRECISIONS]
     if bad or not names:
         raise SegDeployError(
-            "--precisions takes a comma-separated list of fp32, bf16, int8; got {!r}".format(text)
+            "--precisions takes a comma-separated list of {}; got {!r}".format(
+                ", ".join(PRECISIONS), text
+            )
         )
     return names
 
@@ -51,7 +58,7 @@ def variants(engine_path, precisions, backends=None):
     out, notes = [], []
     for precision in precisions:
         source = engine_path
-        if precision == "int8":
+        if precision.startswith("int8"):
             source = int8_sibling(engine_path)
             if not os.path.isfile(source):
                 raise SegDeployError(
@@ -59,15 +66,19 @@ def variants(engine_path, precisions, backends=None):
                     "DIR".format(source, engine_path)
                 )
         for backend in wanted:
-            if backend == "onnxruntime" and precision == "bf16":
-                notes.append("bf16: ONNX Runtime's CPU provider has no bf16 kernels; OpenVINO only")
+            if backend == "onnxruntime" and precision in BF16:
+                notes.append(
+                    "{}: ONNX Runtime's CPU provider has no bf16 kernels; OpenVINO only".format(
+                        precision
+                    )
+                )
                 continue
             if backend == "openvino" and not have_ov:
                 notes.append("openvino is not installed (pip install 'segdeploy[openvino]')")
                 continue
             options = {}
             if backend == "openvino":
-                options["precision"] = "bf16" if precision == "bf16" else "f32"
+                options["precision"] = "bf16" if precision in BF16 else "f32"
             out.append((backend, precision, source, options))
     return out, notes
 
@@ -123,14 +134,14 @@ def format_precision_table(records):
     fp32 = [r["latency_ms"]["median"] for r in records if r["precision"] == "fp32"]
     base = min(fp32) if fp32 else None
     lines = [
-        "{:<12} {:<5} {:>10} {:>9} {:>10}".format(
+        "{:<12} {:<9} {:>10} {:>9} {:>10}".format(
             "backend", "prec", "median ms", "vs fp32", "agreement"
         )
     ]
     for r in records:
         ms = r["latency_ms"]["median"]
         lines.append(
-            "{:<12} {:<5} {:>10.2f} {:>8} {:>9.3f}%".format(
+            "{:<12} {:<9} {:>10.2f} {:>8} {:>9.3f}%".format(
                 r["backend"],
                 r["precision"],
                 ms,

@@ -2,11 +2,13 @@
 
 Candidates: ONNX Runtime FP32; OpenVINO f32; OpenVINO bf16 where the CPU has native bf16 and
 real frames show it within the accuracy budget; and, when ``segexport --int8`` wrote a graph
-within its budget, that Q/DQ graph in ONNX Runtime and in OpenVINO. Each is opened and timed at
-export time (one warm-up, then a few rounds, interleaved, median), because which one wins depends
-on the CPU (VNNI, AVX512_BF16, AMX), the libraries' versions and the model, and the ranking on one
-machine does not carry to another. The winner is built (``.ort`` or OpenVINO IR ``.xml``); the
-figures and the reason go into the output and the card (``engine.selection``).
+within its budget, that Q/DQ graph in ONNX Runtime and in OpenVINO, and on a bf16 CPU in OpenVINO
+with its unquantized layers in bf16 (``int8+bf16``: within budget on real frames only, like
+bf16). Each is opened and timed at export time (one warm-up, then a few rounds, interleaved,
+median), because which one wins depends on the CPU (VNNI, AVX512_BF16, AMX), the libraries'
+versions and the model, and the ranking on one machine does not carry to another. The winner is
+built (``.ort`` or OpenVINO IR ``.xml``); the figures and the reason go into the output and the
+card (``engine.selection``).
 Python 3.6 compatible (imports segdeploy.export only when INT8/bf16 budgets are checked).
 """
 
@@ -51,7 +53,13 @@ def _candidates(paths, card, has_bf16, int8_ok):
         out.append(("openvino", "bf16", onnx_path))
     if int8_path and int8_ok:
         out += [("onnxruntime", "int8", int8_path), ("openvino", "int8", int8_path)]
+        if has_bf16:
+            out.append(("openvino", "int8+bf16", int8_path))
     return out
+
+
+def _bf16(precision):
+    return precision.endswith("bf16")
 
 
 def _open(backend, precision, path, threads):
@@ -59,7 +67,7 @@ def _open(backend, precision, path, threads):
 
     options = {"threads": threads}
     if backend == "openvino":
-        options["precision"] = "bf16" if precision == "bf16" else "f32"
+        options["precision"] = "bf16" if _bf16(precision) else "f32"
     return open_engine(path, backend=backend, **options)
 
 
@@ -117,20 +125,25 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
         for backend, precision, path in _candidates(paths, card, has_bf16, int8_ok):
             engines[(backend, precision)] = _open(backend, precision, path, threads)
         notes = {}
-        if has_bf16:
+        checked = [key for key in engines if _bf16(key[1])]
+        if checked:
+            # bf16 has no budget check of its own (segexport --int8 checks INT8 + FP32): real
+            # frames decide, or the candidate is not eligible
             frames, source = _real_frames(args, card)
-            if frames:
-                ref = _labels(engines[("onnxruntime", "fp32")], frames)
-                got = _labels(engines[("openvino", "bf16")], frames)
-                f = budget_figures(ref, got, card["model"]["num_classes"], budget)
-                notes[("openvino", "bf16")] = {
+            ref = _labels(engines[("onnxruntime", "fp32")], frames) if frames else None
+            for key in checked:
+                if not frames:
+                    notes[key] = {"within_budget": False, "checked_on": source}
+                    continue
+                f = budget_figures(
+                    ref, _labels(engines[key], frames), card["model"]["num_classes"], budget
+                )
+                notes[key] = {
                     "label_agreement": f["label_agreement"],
                     "max_iou_drop": f["max_iou_drop"],
                     "within_budget": f["within_budget"],
                     "checked_on": source,
                 }
-            else:
-                notes[("openvino", "bf16")] = {"within_budget": False, "checked_on": source}
         h, w = card["input"]["height"], card["input"]["width"]
         x = np.random.RandomState(0).standard_normal((1, 3, h, w)).astype(np.float32)
         ms = time_engines(engines, x)
@@ -155,7 +168,7 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
             }
         )
         steps.say(
-            "{:<12} {:<5} {:8.1f} ms{}".format(
+            "{:<12} {:<9} {:8.1f} ms{}".format(
                 backend,
                 precision,
                 value,
@@ -181,11 +194,10 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
             fp32[0]["median_ms"],
         )
     )
-    source = int8_path if best["precision"] == "int8" else paths[0]
-    source_card = card_mod.read_sidecar(source) if best["precision"] == "int8" else card
-    suffix = (
-        ".int8" if best["precision"] == "int8" else (".bf16" if best["precision"] == "bf16" else "")
-    )
+    int8 = best["precision"].startswith("int8")
+    source = int8_path if int8 else paths[0]
+    source_card = card_mod.read_sidecar(source) if int8 else card
+    suffix = ".int8" if int8 else (".bf16" if best["precision"] == "bf16" else "")
     if best["backend"] == "openvino":
         from .openvino_builder import build_openvino_engine
 
@@ -196,7 +208,7 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
             source,
             engine_path,
             source_card,
-            precision="bf16" if best["precision"] == "bf16" else "f32",
+            precision="bf16" if _bf16(best["precision"]) else "f32",
             threads=threads,
             log=steps.say,
         )

@@ -119,8 +119,8 @@ def test_tight_budget_keeps_layers_fp32(setup):
     assert quant["fp32_layers"], quant["verdict"]  # the budget forced layers back to FP32
     assert len(quant["attempts"]) >= 2
     assert (
-        quant["sensitivity"][0]["added_relative_error"]
-        >= quant["sensitivity"][-1]["added_relative_error"]
+        quant["sensitivity"][0]["logits_relative_error"]
+        >= quant["sensitivity"][-1]["logits_relative_error"]
     )
     assert "kept FP32" in quant["verdict"]
     # the kept layers are really unquantized: their inputs come from no DequantizeLinear
@@ -165,6 +165,13 @@ def test_segexport_built_the_fastest_measured_cpu_engine(exported):
     rows = selection["candidates"]
     kinds = {(r["backend"], r["precision"]) for r in rows}
     assert {("onnxruntime", "fp32"), ("openvino", "f32"), ("openvino", "int8")} <= kinds
+    import openvino
+
+    from segdeploy.runtime.openvino_backend import cpu_has_bf16
+
+    if cpu_has_bf16(openvino.Core()):  # INT8 with its FP32 layers in bf16, checked on real frames
+        row = next(r for r in rows if r["precision"] == "int8+bf16")
+        assert row["budget_check"]["checked_on"] == "the held-out --calib frames"
     eligible = [r for r in rows if r["eligible"]]
     assert selection["chosen"] == min(eligible, key=lambda r: r["median_ms"])
     assert "fastest measured here" in selection["why"]
@@ -219,3 +226,57 @@ def test_segbench_precisions_needs_the_int8_graph(tmp_path, capsys):
     code = segbench(["--engine", str(tmp_path / "m.onnx"), "--precisions", "int8"])
     err = capsys.readouterr().err
     assert code == 2 and "segexport" in err and "--int8" in err
+
+
+def test_sensitivity_quantizes_one_layer_at_a_time(exported, tmp_path):
+    """The global ranking runs the FP32 graph with exactly one layer's Q/DQ pairs copied in."""
+    from segdeploy.export.quantize import (
+        Quantizer,
+        _expose,
+        _preprocessor,
+        _session,
+        _with_only,
+        logits_tensor,
+    )
+
+    src = str(exported / "regseg_tiny.onnx")
+    card = read_card(onnx.load(src))
+    pre = _preprocessor(card)
+    inputs = [pre([street_scene(H, W, s)]).copy() for s in (900, 901, 902)]
+    quantizer = Quantizer(src, inputs, str(tmp_path), log=None)
+    int8 = onnx.load(quantizer.write(str(tmp_path / "full.onnx")))
+    fp32 = onnx.load(quantizer.prepared)
+    conv = [n for n in int8.graph.node if n.op_type == "Conv"][3].name
+    one = _with_only(fp32, int8, conv)
+    producer = {o: n for n in one.graph.node for o in n.output}
+    fed = [
+        n.name
+        for n in one.graph.node
+        if any(
+            producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
+            for i in n.input
+        )
+    ]
+    assert fed == [conv]  # one quantized layer: its activation and its INT8 weights
+    assert [n.op_type for n in one.graph.node].count("QuantizeLinear") == 1
+    onnx.checker.check_model(one)
+    logits = logits_tensor(fp32)
+    assert logits != fp32.graph.output[0].name  # the tensor before the final Resize/ArgMax
+    outs = []
+    for proto in (fp32, one):
+        session = _session(_expose(proto, [logits]), 2)
+        names = [o.name for o in session.get_outputs()]
+        outs.append(
+            session.run(None, {session.get_inputs()[0].name: inputs[0]})[names.index(logits)]
+        )
+    diff = np.abs(outs[0] - outs[1])
+    assert 0 < diff.max() < 0.2 * np.abs(outs[0]).max()  # quantized, and only a little
+
+
+def test_int8_bf16_is_an_openvino_precision(exported):
+    from segdeploy.bench.precisions import parse_precisions, variants
+
+    onnx_path = str(exported / "regseg_tiny.onnx")
+    todo, notes = variants(onnx_path, parse_precisions("int8+bf16"), ["onnxruntime", "openvino"])
+    assert todo == [("openvino", "int8+bf16", onnx_path[:-5] + ".int8.onnx", {"precision": "bf16"})]
+    assert any("no bf16 kernels" in n for n in notes)
