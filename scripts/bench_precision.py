@@ -18,7 +18,8 @@ Every variant takes the same uint8 BGR frame and returns a label map, with
 - openvino-fp32:  the same graph in OpenVINO, precision f32;
 - segdeploy-bf16: the same graph in OpenVINO, precision bf16 (where the CPU has it);
 - segdeploy-int8-ort / segdeploy-int8-openvino: the INT8 Q/DQ graph segexport writes (calibrated
-  on other scenes, budget-checked), in ONNX Runtime and in OpenVINO.
+  on other scenes, budget-checked), in ONNX Runtime and in OpenVINO;
+- segdeploy-int8+bf16: that graph in OpenVINO with its unquantized layers in bf16 (bf16 CPUs).
 
 Each variant's label agreement with ort-fp32 and its worst class IoU drop (the budget of
 segexport --int8: 99 % / 2 points) are measured on held-out scenes. Ratios are taken
@@ -123,8 +124,9 @@ def run_resolution(height, width, args, workdir, log, trained=None):
     onnx_path = os.path.join(workdir, "regseg_{}x{}.onnx".format(height, width))
     export_onnx(fold_batchnorm(model), onnx_path, height=height, width=width, card=card)
     calib_dir = os.path.join(workdir, "calib_{}x{}".format(height, width))
-    write_scenes(calib_dir, args.calib + 4, height, width)
-    calib, heldout, description = load_frames(calib_dir, card)
+    # load_frames holds out a quarter of the folder (2..16): size the folder so that is --heldout
+    write_scenes(calib_dir, max(args.calib + args.heldout, 4 * args.heldout), height, width)
+    calib, heldout, description = load_frames(calib_dir, card, args.calib)
     int8_path = os.path.join(workdir, "regseg_{}x{}.int8.onnx".format(height, width))
     started = time.perf_counter()
     quant = quantize_with_budget(
@@ -165,6 +167,10 @@ def run_resolution(height, width, args, workdir, log, trained=None):
         log("bf16 skipped: {}".format(exc))
     runtimes["segdeploy-int8-ort"] = Runtime(int8_path, threads=t)
     runtimes["segdeploy-int8-openvino"] = Runtime(int8_path, backend="openvino", threads=t)
+    if "segdeploy-bf16" in runtimes:
+        runtimes["segdeploy-int8+bf16"] = Runtime(
+            int8_path, backend="openvino", precision="bf16", threads=t
+        )
 
     # agreement with ort-fp32 on scenes neither calibrated nor held out during quantization
     frames = [street_scene(height, width, 1000 + i) for i in range(args.agreement_frames)]
@@ -249,8 +255,9 @@ def main(argv=None):
     parser.add_argument("--res", default="512x1024,1024x2048")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--calib", type=int, default=8, help="calibration scenes")
-    parser.add_argument("--agreement-frames", type=int, default=4)
+    parser.add_argument("--calib", type=int, default=16, help="calibration scenes")
+    parser.add_argument("--heldout", type=int, default=6, help="scenes held out for the budget")
+    parser.add_argument("--agreement-frames", type=int, default=8)
     parser.add_argument("--max-fp32-layers", type=int, default=8)
     parser.add_argument("--train-steps", type=int, default=150)
     parser.add_argument("--json", default=None)

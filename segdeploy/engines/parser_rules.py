@@ -319,6 +319,40 @@ def _rule_matmul(node, graph, types, version, out):
         out.append(("error", "MatMul of INT32 tensors is not supported before 10.0"))
 
 
+def _rule_qdq(node, graph, types, version, out):
+    """Explicit quantization: symmetric INT8 only (the QuantDequantLinearHelper of 8.2-GA/8.6-GA
+    builtin_op_importers.cpp and 10.1-GA onnxOpImporters.cpp)."""
+    scale = graph.initializers.get(_input(node, 1))
+    if scale is not None and scale.values is not None and (scale.values <= 0).any():
+        # 8.2-GA: ASSERT(scaleAllPositive && "Scale coefficients must all be positive")
+        out.append(("error", "{} scales must all be positive".format(node.op_type)))
+    zero = graph.initializers.get(_input(node, 2))
+    if zero is None:
+        return
+    if zero.data_type == 2:
+        # 8.2 imports no UINT8; 8.6 turns any zero point into a float shift on an INT8 layer;
+        # 10.1-GA: "TensorRT doesn't support QuantizeLinear/DequantizeLinear with UINT8
+        # zero_point. TensorRT will use INT8 instead." An activation quantized to 0..255 is then
+        # clamped to 127: labels change without an error.
+        out.append(
+            (
+                "error",
+                "UINT8 zero point {!r}: TensorRT quantizes to INT8 only (it reads UINT8 Q/DQ as "
+                "INT8, so values above 127 saturate); quantize activations as symmetric INT8, "
+                "as segexport --int8 does".format(zero.name),
+            )
+        )
+    elif zero.values is not None and zero.values.any():
+        # 8.2-GA: ASSERT(shiftIsAllZeros(zeroPoint) && "TRT only supports symmetric quantization")
+        out.append(
+            (
+                "error",
+                "zero point {!r} is not all zeros: TensorRT only takes symmetric "
+                "quantization".format(zero.name),
+            )
+        )
+
+
 RULES = {
     "Resize": _rule_resize,
     "Clip": _rule_clip,
@@ -331,6 +365,8 @@ RULES = {
     "Pad": _rule_pad,
     "Slice": _rule_slice,
     "MatMul": _rule_matmul,
+    "QuantizeLinear": _rule_qdq,
+    "DequantizeLinear": _rule_qdq,
 }
 
 

@@ -61,6 +61,25 @@ def test_fp16_clip_bounds_are_misread_before_8_5():
     assert _errors(clip(np.float32, TensorProto.FLOAT), "8.2") == []
 
 
+def test_qdq_must_be_symmetric_int8():
+    def qdq(zero, scale=0.1):
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], name="dq"),
+        ]
+        return _model(nodes, [_const("s", scale, np.float32), zero])
+
+    for version in TARGETS:  # what segexport --int8 writes
+        assert _errors(qdq(_const("z", 0, np.int8)), version) == []
+    for version in ("8.6", "10.8", "11.4"):  # read as INT8: 128..255 saturate, silently
+        errors = _errors(qdq(_const("z", 0, np.uint8)), version)
+        assert len(errors) == 2 and all("UINT8 zero point" in e for e in errors), errors
+    assert any("uint8" in e for e in _errors(qdq(_const("z", 0, np.uint8)), "8.2"))
+    shifted = _errors(qdq(_const("z", 3, np.int8)), "10.8")
+    assert len(shifted) == 2 and all("symmetric" in e for e in shifted)
+    assert all("positive" in e for e in _errors(qdq(_const("z", 0, np.int8), -0.1), "8.2"))
+
+
 def test_computed_clip_bounds_on_half_data_before_8_5():
     nodes = [
         helper.make_node("Identity", ["lo0"], ["lo"]),
