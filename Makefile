@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean py36 serve-env
+.PHONY: demo test lint bench venv clean py36 serve-env quantizers-env
 
 # The Python 3.6 lane (Jetson TX2 / JetPack 4.6): pyenv's 3.6 when there is one, else python3.6
 # on PATH; `make PYTHON36=/path/to/python3.6` picks another. Without one the lane says so and
@@ -42,6 +42,20 @@ $(SERVE_STAMP): requirements-triton.txt
 	@touch $@
 
 serve-env: $(SERVE_STAMP)
+
+# The INT8 quantizers segdeploy was compared with (scripts/compare_quantizers.py); not part of
+# make test. Its own environment: nvidia-modelopt replaces onnxruntime with onnxruntime-gpu.
+QUANT_VENV  ?= .venv-quantizers
+QUANT_STAMP := $(QUANT_VENV)/.installed
+
+$(QUANT_STAMP): requirements-quantizers.txt
+	$(PYTHON) -m venv $(QUANT_VENV)
+	$(QUANT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(QUANT_VENV)/bin/python -m pip install --quiet $$(grep '^torch==' requirements-quantizers.txt)
+	$(QUANT_VENV)/bin/python -m pip install --quiet -r requirements-quantizers.txt
+	@touch $@
+
+quantizers-env: $(QUANT_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check segdeploy tests scripts

@@ -47,6 +47,16 @@ def regseg_with_varied_weights(seed=0):
     return vary_weights_(models.build("regseg").eval())
 
 
+def trained_regseg(steps, seed=0, log=print):
+    """RegSeg built and trained from ``seed``: the same network on every run with that seed."""
+    import torch
+
+    from segdeploy import models
+
+    torch.manual_seed(seed)  # the initial weights too: INT8 sensitivity differs between them
+    return train_on_scenes(models.build("regseg"), steps, seed=seed, log=log)
+
+
 def train_on_scenes(model, steps, height=256, width=512, seed=0, log=print):
     """Train ``model`` on synthetic street scenes and their labels; returns it in eval mode."""
     import torch
@@ -260,6 +270,7 @@ def main(argv=None):
     parser.add_argument("--agreement-frames", type=int, default=8)
     parser.add_argument("--max-fp32-layers", type=int, default=8)
     parser.add_argument("--train-steps", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=0, help="initial weights and training order")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -276,10 +287,8 @@ def main(argv=None):
     results = []
     trained = None
     if args.train_steps:  # once, shared by every resolution (RegSeg is fully convolutional)
-        from segdeploy import models
-
         torch.set_num_threads(args.threads)
-        trained = train_on_scenes(models.build("regseg"), args.train_steps, log=log)
+        trained = trained_regseg(args.train_steps, args.seed, log=log)
     with tempfile.TemporaryDirectory(prefix="bench-precision-") as workdir:
         for item in args.res.split(","):
             h, w = (int(v) for v in item.split("x"))

@@ -2,7 +2,7 @@
 
     fp32 graph ─► calibrate (real frames, Runtime pre-processing) ─► Q/DQ graph (<name>.int8.onnx)
                ─► accuracy budget on held-out frames ─► [over budget] keep the most sensitive
-                  convolutions in FP32 until it holds ─► verdict into the model card
+                  nodes in FP32 until it holds ─► verdict into the model card
 
 What the graph looks like (what TensorRT's explicit quantization wants, and what ONNX Runtime's
 and OpenVINO's INT8 CPU kernels pick up): QuantizeLinear/DequantizeLinear pairs in front of every
@@ -244,10 +244,6 @@ def head_nodes(model_proto):
     return sorted(names)
 
 
-def conv_nodes(model_proto):
-    return [n.name for n in model_proto.graph.node if n.op_type == "Conv"]
-
-
 class _Reader(object):
     """ONNX Runtime's CalibrationDataReader protocol over a list of inputs."""
 
@@ -287,7 +283,6 @@ class Quantizer(object):
         self.cache = os.path.join(workdir, "calibration.json")
         self.calib_inputs = calib_inputs
         self.head = head_nodes(onnx.load(self.prepared))
-        self.convs = conv_nodes(onnx.load(self.prepared))
         self.calibrated = False
 
     def write(self, out_path, keep_fp32=()):
@@ -403,29 +398,81 @@ def _with_only(fp32_proto, int8_proto, layer, suffix="__only"):
     return proto
 
 
-def layer_sensitivity(fp32_proto, int8_proto, inputs, threads=None, log=None):
-    """Per-layer sensitivity: how far quantizing *only* this layer moves the logits.
+def _prune(proto):
+    """Drop nodes whose outputs nothing reads, then initializers nothing reads (in place)."""
+    graph = proto.graph
+    outputs = set(o.name for o in graph.output)
+    while True:
+        used = set(i for n in graph.node for i in n.input) | outputs
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    used = set(i for n in graph.node for i in n.input)
+    kept = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return proto
 
-    For every convolution the INT8 graph quantizes, the FP32 graph is run with just that layer's
-    Q/DQ pairs (its activation input and its INT8 weights, same scales) and the relative RMS
-    error of the logits (the tensor the labels are taken from) against the FP32 graph is its
-    score. A local measure (the error a layer adds to its own output) ranks early, wide layers
-    first; the labels, though, are decided by how an error survives to the logits, and on a
-    trained RegSeg keeping the locally worst layers FP32 did not bring the IoU part of the budget
-    back while this ranking did (docs/benchmarks.md). One FP32 run per layer: about 0.8 s per
-    layer at 512x1024 on 2 cores. Returns [(node name, score)], most sensitive first.
-    """
-    log = log or (lambda text: None)
+
+def keep_fp32(int8_proto, fp32_proto, names, suffix="__fp32"):
+    """The INT8 graph with the nodes ``names`` computing in FP32: each reads the FP32 tensors and
+    FP32 weights/bias it reads in ``fp32_proto`` instead of their Q/DQ copies; the other readers
+    of a shared Q/DQ pair keep it. Q/DQ pairs and INT8 weights nothing reads any more are removed.
+    A graph edit, not a re-quantization: every other layer keeps its calibrated scales."""
+    import copy
+
+    proto = copy.deepcopy(int8_proto)
+    names = set(names)
+    source = dict((n.name, n) for n in fp32_proto.graph.node if n.name in names)
+    weights = dict((t.name, t) for t in fp32_proto.graph.initializer)
+    have = set(t.name for t in proto.graph.initializer)
+    for node in proto.graph.node:
+        if node.name not in source:
+            continue
+        for k, name in enumerate(source[node.name].input):
+            if name in weights:  # FP32 weight or bias, under a name no Q/DQ output can take
+                renamed = name + suffix
+                if renamed not in have:
+                    tensor = copy.deepcopy(weights[name])
+                    tensor.name = renamed
+                    proto.graph.initializer.append(tensor)
+                    have.add(renamed)
+                name = renamed
+            node.input[k] = name
+    return _prune(proto)
+
+
+def quantized_nodes(int8_proto):
+    """Names of the nodes that read a DequantizeLinear output (the quantized computations)."""
     producer = {o: n for n in int8_proto.graph.node for o in n.output}
-    layers = [
+    return [
         n.name
         for n in int8_proto.graph.node
-        if n.op_type == "Conv"
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
         and any(
             producer.get(i) is not None and producer[i].op_type == "DequantizeLinear"
             for i in n.input
         )
     ]
+
+
+def layer_sensitivity(fp32_proto, int8_proto, inputs, threads=None, log=None):
+    """Per-node sensitivity: how far quantizing *only* this node moves the logits.
+
+    For every node the INT8 graph quantizes (convolutions, and the Add, Concat, Mul, Resize, ...
+    that read Q/DQ tensors), the FP32 graph is run with just that node's Q/DQ pairs (its
+    activation inputs and INT8 weights, same scales); the relative RMS error of the logits (the
+    tensor the labels are taken from) against the FP32 graph is its score. A local measure (the
+    error a node adds to its own output) ranks early, wide layers first, but labels are decided
+    by how an error survives to the logits: on a trained RegSeg, keeping the locally worst
+    layers FP32 did not bring the IoU part of the budget back, and this ranking did
+    (docs/benchmarks.md). One FP32 run per node and input: about 0.2 s per node at 512x1024 on
+    2 cores. Returns [(node name, score)], most sensitive first.
+    """
+    log = log or (lambda text: None)
+    layers = quantized_nodes(int8_proto)
     logits = logits_tensor(fp32_proto)
 
     def run(proto):
@@ -484,11 +531,11 @@ def quantize_with_budget(
     """Write ``out_path`` (the Q/DQ graph, atomically) and return the budget report.
 
     The full INT8 graph is checked on ``heldout_inputs`` against the FP32 graph. Over budget, the
-    convolutions are ranked by ``layer_sensitivity`` and the top 1, 2, 4, 8, ... are kept FP32
-    (re-quantizing from the same calibration) until the budget holds or ``max_fp32_layers``
-    (default: half the quantized layers) is reached. The report lists every attempt, the layers
-    that stayed FP32, the ranking, and the speed of the full and final graphs (ONNX Runtime,
-    interleaved).
+    quantized nodes are ranked by ``layer_sensitivity`` and the top 1, 2, 4, 8, ... are kept FP32
+    (``keep_fp32``: the same calibrated graph, those nodes reading FP32) until the budget holds or
+    ``max_fp32_layers`` (default: half the quantized nodes) is reached. The report lists every
+    attempt, the nodes that stayed FP32, the ranking, and the speed of the full and final graphs
+    (ONNX Runtime, interleaved).
     """
     onnx = require("onnx", "INT8 quantization")
     from .._io import atomic_path
@@ -519,9 +566,14 @@ def quantize_with_budget(
         quantizer = Quantizer(fp32_path, calib_inputs, workdir, log)
         report["always_fp32"] = quantizer.head
 
+        full_proto = None
+
         def attempt(keep):
             path = os.path.join(workdir, "int8_{}.onnx".format(len(keep)))
-            quantizer.write(path, keep)
+            if keep:
+                onnx.save(keep_fp32(full_proto, prepared, keep), path)
+            else:
+                quantizer.write(path)
             figures = budget_figures(
                 ref_labels, labels_of(_session(path, threads), heldout_inputs), num_classes, budget
             )
@@ -537,6 +589,7 @@ def quantize_with_budget(
             return path, figures
 
         full_path, figures = attempt([])
+        full_proto, prepared = onnx.load(full_path), onnx.load(quantizer.prepared)
         report["full_int8"] = figures
         final_path, keep = full_path, []
         if not figures["within_budget"]:
@@ -545,13 +598,7 @@ def quantize_with_budget(
                     figures["over_budget_because"]
                 )
             )
-            ranking = layer_sensitivity(
-                onnx.load(quantizer.prepared),
-                onnx.load(full_path),
-                heldout_inputs[:2],
-                threads,
-                log,
-            )
+            ranking = layer_sensitivity(prepared, full_proto, heldout_inputs[:1], threads, log)
             report["sensitivity"] = [
                 {"layer": name, "logits_relative_error": round(score, 6)} for name, score in ranking
             ]
@@ -601,5 +648,5 @@ def verdict_text(report, budget):
         if speed:
             text += " (cost {:+.1%} in ONNX Runtime latency)".format(speed["cost"])
     else:
-        text += "; every convolution INT8"
+        text += "; every quantized node INT8"
     return text

@@ -236,7 +236,9 @@ def test_sensitivity_quantizes_one_layer_at_a_time(exported, tmp_path):
         _preprocessor,
         _session,
         _with_only,
+        keep_fp32,
         logits_tensor,
+        quantized_nodes,
     )
 
     src = str(exported / "regseg_tiny.onnx")
@@ -271,6 +273,22 @@ def test_sensitivity_quantizes_one_layer_at_a_time(exported, tmp_path):
         )
     diff = np.abs(outs[0] - outs[1])
     assert 0 < diff.max() < 0.2 * np.abs(outs[0]).max()  # quantized, and only a little
+
+    # the budget's fallback: that layer computes in FP32 in the INT8 graph, the rest stays INT8
+    kept = keep_fp32(int8, fp32, [conv])
+    onnx.checker.check_model(kept)
+    producer = {o: n for n in kept.graph.node for o in n.output}
+    node = next(n for n in kept.graph.node if n.name == conv)
+    assert all(
+        producer.get(i) is None or producer[i].op_type != "DequantizeLinear" for i in node.input
+    )
+    assert len(quantized_nodes(kept)) == len(quantized_nodes(int8)) - 1
+    ops = [n.op_type for n in kept.graph.node]
+    assert ops.count("DequantizeLinear") < [n.op_type for n in int8.graph.node].count(
+        "DequantizeLinear"
+    )  # its INT8 weight (and bias) pairs are gone, not left dangling
+    session = _session(kept, 2)
+    assert session.run(None, {session.get_inputs()[0].name: inputs[0]})[0].shape[-2:] == (H, W)
 
 
 def test_int8_bf16_is_an_openvino_precision(exported):
