@@ -268,7 +268,9 @@ def main(argv=None):
     parser.add_argument("--calib", type=int, default=16, help="calibration scenes")
     parser.add_argument("--heldout", type=int, default=6, help="scenes held out for the budget")
     parser.add_argument("--agreement-frames", type=int, default=8)
-    parser.add_argument("--max-fp32-layers", type=int, default=8)
+    parser.add_argument(
+        "--max-fp32-layers", type=int, default=None, help="default: segexport's (half the nodes)"
+    )
     parser.add_argument("--train-steps", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0, help="initial weights and training order")
     parser.add_argument("--json", default=None)

@@ -2,7 +2,7 @@
 
 Writes ``<name>.int8.onnx`` (explicit Q/DQ, see ``quantize``) with the model card in its metadata
 and its sidecar; the card's ``precision`` is ``int8`` and its ``quantization`` section holds the
-budget verdict and figures, the layers kept FP32 and the sensitivity ranking.
+budget verdict and figures, the nodes kept FP32 and the sensitivity ranking.
 """
 
 import os
@@ -55,7 +55,7 @@ def int8_step(args, steps, onnx_path, out_dir, name, card, report, stream):
     steps.say("verdict: " + quant["verdict"])
     if not quant["within_budget"]:
         steps.say(
-            "WARNING: the INT8 graph is over the accuracy budget even with layers kept FP32; "
+            "WARNING: the INT8 graph is over the accuracy budget even with nodes kept FP32; "
             "it is written for inspection, but no engine is built from it. Calibrate on more "
             "frames like the deployment's, or relax --budget."
         )

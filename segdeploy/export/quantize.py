@@ -44,6 +44,11 @@ DEFAULT_BUDGET = Budget(0.99, 0.02)
 # a few hundred pixels loses IoU points to a one-pixel boundary shift (measured: a tiny RegSeg at
 # 128x256 with 99.2 % agreement had a 0.3 %-share class at 46 IoU points lost).
 MIN_CLASS_SHARE = 0.01
+# The search keeps nodes FP32 until the held-out figures are within this fraction of the budget
+# (75 %: a 2-point IoU budget is searched to 1.5 points), because a handful of held-out frames is a
+# small sample: on RegSeg at 1024x2048 a graph 1.93 points down on 6 held-out frames lost 2.6 on
+# 8 other frames (docs/benchmarks.md). The verdict itself is against the budget.
+SEARCH_MARGIN = 0.75
 # The search stops after this many attempts in a row that neither raised the agreement nor
 # lowered the worst class's IoU drop.
 PATIENCE = 2
@@ -494,7 +499,7 @@ def layer_sensitivity(fp32_proto, int8_proto, inputs, threads=None, log=None):
         scores.append((layer, float(np.sqrt(err / max(power, 1e-30)))))
         if (i + 1) % step == 0 or i + 1 == len(layers):
             log(
-                "sensitivity: {}/{} layers ({:.0f} s)".format(
+                "sensitivity: {}/{} nodes ({:.0f} s)".format(
                     i + 1, len(layers), time.perf_counter() - started
                 )
             )
@@ -532,10 +537,11 @@ def quantize_with_budget(
 
     The full INT8 graph is checked on ``heldout_inputs`` against the FP32 graph. Over budget, the
     quantized nodes are ranked by ``layer_sensitivity`` and the top 1, 2, 4, 8, ... are kept FP32
-    (``keep_fp32``: the same calibrated graph, those nodes reading FP32) until the budget holds or
-    ``max_fp32_layers`` (default: half the quantized nodes) is reached. The report lists every
-    attempt, the nodes that stayed FP32, the ranking, and the speed of the full and final graphs
-    (ONNX Runtime, interleaved).
+    (``keep_fp32``: the same calibrated graph, those nodes reading FP32) until the figures are
+    within SEARCH_MARGIN of the budget or ``max_fp32_layers`` (default: half the quantized nodes)
+    is reached; a full INT8 graph within budget but not within the margin is searched too. The
+    report lists every attempt, the nodes that stayed FP32, the ranking, and the speed of the full
+    and final graphs (ONNX Runtime, interleaved).
     """
     onnx = require("onnx", "INT8 quantization")
     from .._io import atomic_path
@@ -585,17 +591,20 @@ def quantize_with_budget(
                     "within_budget": figures["within_budget"],
                 }
             )
-            log("{} layers kept FP32: {}".format(len(keep), describe_figures(figures)))
+            log("{} nodes kept FP32: {}".format(len(keep), describe_figures(figures)))
             return path, figures
 
         full_path, figures = attempt([])
         full_proto, prepared = onnx.load(full_path), onnx.load(quantizer.prepared)
         report["full_int8"] = figures
-        final_path, keep = full_path, []
-        if not figures["within_budget"]:
+        tried = [([], full_path, figures)]
+        if not _with_margin(figures, budget):
             log(
-                "over budget ({}); ranking quantized layers by sensitivity".format(
-                    figures["over_budget_because"]
+                "{} ({}); ranking quantized nodes by their effect on the logits".format(
+                    "over budget"
+                    if not figures["within_budget"]
+                    else "within budget by less than the search margin",
+                    figures["over_budget_because"] or describe_figures(figures),
                 )
             )
             ranking = layer_sensitivity(prepared, full_proto, heldout_inputs[:1], threads, log)
@@ -610,9 +619,10 @@ def quantize_with_budget(
             limit = max_fp32_layers or max(1, len(ranking) // 2)
             k, stale = 1, 0
             best = (figures["label_agreement"], -figures["max_iou_drop"])
-            while not figures["within_budget"] and k <= limit and stale < PATIENCE:
+            while not _with_margin(figures, budget) and k <= limit and stale < PATIENCE:
                 keep = [name for name, _ in ranking[:k]]
-                final_path, figures = attempt(keep)
+                path, figures = attempt(keep)
+                tried.append((keep, path, figures))
                 # progress: more labels agree, or the worst class loses fewer IoU points
                 now = (figures["label_agreement"], -figures["max_iou_drop"])
                 stale = 0 if (now[0] > best[0] or now[1] > best[1]) else stale + 1
@@ -620,6 +630,8 @@ def quantize_with_budget(
                 if k == limit:
                     break
                 k = min(limit, k * 2)
+        keep, final_path, figures = _choose(tried, budget)
+        report["search_margin"] = SEARCH_MARGIN
         report["fp32_layers"] = keep
         report["final"] = figures
         report["within_budget"] = figures["within_budget"]
@@ -637,13 +649,35 @@ def quantize_with_budget(
     return report
 
 
+def _with_margin(figures, budget):
+    """Within the budget tightened to SEARCH_MARGIN of it (the search's target)."""
+    disagreement = 1.0 - figures["label_agreement"]
+    return (
+        figures["within_budget"]
+        and disagreement <= (1.0 - budget.min_agreement) * SEARCH_MARGIN
+        and figures["max_iou_drop"] <= budget.max_iou_drop * SEARCH_MARGIN
+    )
+
+
+def _choose(tried, budget):
+    """(kept nodes, path, figures) to ship: the first attempt within the margin; else the
+    attempt within budget with the smallest worst-class drop; else the last attempt."""
+    for entry in tried:
+        if _with_margin(entry[2], budget):
+            return entry
+    within = [entry for entry in tried if entry[2]["within_budget"]]
+    if within:
+        return min(within, key=lambda e: (e[2]["max_iou_drop"], -e[2]["label_agreement"]))
+    return tried[-1]
+
+
 def verdict_text(report, budget):
     final = report["final"]
     keep = report["fp32_layers"]
     head = "within budget" if report["within_budget"] else "OVER BUDGET"
     text = "{} ({}): {}".format(head, describe_budget(budget), describe_figures(final))
     if keep:
-        text += "; {} layer(s) kept FP32: {}".format(len(keep), ", ".join(keep))
+        text += "; {} node(s) kept FP32: {}".format(len(keep), ", ".join(keep))
         speed = report.get("speed_ms_onnxruntime")
         if speed:
             text += " (cost {:+.1%} in ONNX Runtime latency)".format(speed["cost"])

@@ -298,3 +298,26 @@ def test_int8_bf16_is_an_openvino_precision(exported):
     todo, notes = variants(onnx_path, parse_precisions("int8+bf16"), ["onnxruntime", "openvino"])
     assert todo == [("openvino", "int8+bf16", onnx_path[:-5] + ".int8.onnx", {"precision": "bf16"})]
     assert any("no bf16 kernels" in n for n in notes)
+
+
+def test_search_ships_the_first_graph_within_the_margin():
+    """The budget search aims below the budget (SEARCH_MARGIN) and ships what it found."""
+    from segdeploy.export.quantize import DEFAULT_BUDGET, SEARCH_MARGIN, _choose, _with_margin
+
+    def fig(agreement, drop):
+        ok = agreement >= DEFAULT_BUDGET.min_agreement and drop <= DEFAULT_BUDGET.max_iou_drop
+        return {"label_agreement": agreement, "max_iou_drop": drop, "within_budget": ok}
+
+    assert SEARCH_MARGIN < 1
+    assert not _with_margin(fig(0.998, 0.019), DEFAULT_BUDGET)  # within budget, not the margin
+    assert _with_margin(fig(0.998, 0.012), DEFAULT_BUDGET)
+    tried = [
+        ([], "a", fig(0.997, 0.019)),
+        (["n1"], "b", fig(0.998, 0.017)),
+        (["n1", "n2"], "c", fig(0.995, 0.03)),
+    ]
+    assert _choose(tried, DEFAULT_BUDGET)[1] == "b"  # within budget, the smallest drop
+    tried.append((["n1", "n2", "n3"], "d", fig(0.999, 0.010)))
+    assert _choose(tried, DEFAULT_BUDGET)[1] == "d"  # the first within the margin
+    over = [([], "a", fig(0.98, 0.05)), (["n1"], "b", fig(0.985, 0.04))]
+    assert _choose(over, DEFAULT_BUDGET)[1] == "b"  # none within: the last, reported over budget
