@@ -11,16 +11,28 @@ other), weights stored as INT8 initializers with *per-output-channel* symmetric 
 DequantizeLinear (axis 0). The last Resize of the logits and the ArgMax stay FP32 (as in the FP16
 graph: logits whose small differences decide labels are not rounded again).
 
-Quantizer choice (measured on this project's RegSeg, see docs/benchmarks.md): ONNX Runtime's
-``quantize_static`` (QDQ format). It is maintained with ONNX Runtime, which is already a
-dependency of the export side, so nothing new is installed; it writes the symmetric, per-channel
-Q/DQ layout above; and it can calibrate once and re-quantize with nodes excluded
-(``calibration_cache_path``), which is what the budget search needs. NVIDIA ModelOpt's ONNX PTQ
-places Q/DQ the same way for TensorRT but pulls in CUDA-oriented dependencies (cupy,
-onnx-graphsurgeon, torch extensions) a CPU host does not need; NNCF targets OpenVINO's own
-placement (asymmetric activations by default), which TensorRT does not take. Calibration: min/max
-over the frames (the percentile calibrator agreed within 0.02 % of labels with it on RegSeg at
-512x1024 and took 2.4x as long).
+Quantizer choice, measured (``scripts/compare_quantizers.py``, docs/benchmarks.md "Which
+quantizer"): the same FP32 RegSeg, the same calibration array, three quantizers.
+
+- ONNX Runtime's ``quantize_static`` (QDQ format, MinMax): chosen. Its graph passes TensorRT's
+  parser rules for 8.2, 8.6 and 10.x (``engines.parser_rules``: opset kept, INT8 zero points of
+  0), runs in OpenVINO as fast as the others within the run's noise, and ONNX Runtime is already
+  the export side's dependency. It calibrates once and writes any variant from that calibration.
+- NNCF 3.4 (ONNX backend, PERFORMANCE preset): quantizes post-ReLU activations as UINT8. TensorRT
+  8.2 cannot import UINT8 and 8.6+ read it as INT8 (values above 127 saturate), so its graph is
+  not one graph for all three runtimes. In OpenVINO it was faster with the unquantized layers in
+  f32 (2.11x against 1.80x FP32) and level with them in bf16 (2.85x against 2.98x); its labels
+  agreed better than ONNX Runtime's on two of three trained nets and worse on the third.
+- NVIDIA ModelOpt 0.47 ONNX PTQ (int8, max): TensorRT's own layout (INT8, zero point 0, FP32
+  weights behind QuantizeLinear), but it rewrites the graph to opset 19, which the 8.2 (<= 13) and
+  8.6 (<= 17) parsers refuse: the Jetson TX2 and GTX 1080 Ti targets. It also installs
+  onnxruntime-gpu, cupy and its own onnx pin, which replace segdeploy's onnxruntime. Same speed
+  and agreement as ONNX Runtime's graph within noise.
+
+Calibration: min/max over the frames. On three trained RegSegs (512x1024, 8 unseen scenes) the
+percentile calibrator moved agreement by -0.03 to +0.10 % and the worst class by -0.9 to +0.5 IoU
+points (better on two, worse on one), and entropy gave min/max's labels; the budget search, not
+the calibrator, is what brings a graph within budget.
 """
 
 import collections
