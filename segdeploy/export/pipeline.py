@@ -18,11 +18,18 @@ from ..manifest import check_plain_name
 class Steps:
     """Numbered, timed progress lines: ``[3/9] export ONNX ... done in 1.2 s``."""
 
-    def __init__(self, total, stream=None):
+    def __init__(self, total, stream=None, staging=None):
         self.total = total
         self.index = 0
         self.stream = stream or sys.stdout
         self.durations = {}
+        # files are written into a staging folder and moved into --out at the end: the lines
+        # name the paths the user will find
+        self._stage = (
+            (os.path.join(staging.path, ""), os.path.join(staging.out_dir, ""))
+            if staging is not None and staging.path
+            else None
+        )
 
     def run(self, title, fn, *args, **kwargs):
         self.index += 1
@@ -35,6 +42,8 @@ class Steps:
         return result
 
     def say(self, text):
+        if self._stage:
+            text = text.replace(*self._stage)
         print("      " + text, file=self.stream, flush=True)
 
 
@@ -201,7 +210,7 @@ def _run_staged(args, stream, staging):
     extra += 1 if getattr(args, "input", "float") == "uint8" else 0
     extra += 1 if getattr(args, "triton", None) else 0
     extra += (1 if int8 else 0) + int(timing)
-    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + extra, stream)
+    steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + extra, stream, staging)
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
     if byo_onnx:

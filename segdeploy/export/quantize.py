@@ -61,6 +61,8 @@ MIN_CLASS_SHARE = 0.01
 # small sample: on RegSeg at 1024x2048 a graph 1.93 points down on 6 held-out frames lost 2.6 on
 # 8 other frames (docs/benchmarks.md). The verdict itself is against the budget.
 SEARCH_MARGIN = 0.75
+# the verdict names this many kept nodes; the card lists them all
+VERDICT_NODES = 8
 # The search stops after this many attempts in a row that neither raised the agreement nor
 # lowered the worst class's IoU drop.
 PATIENCE = 2
@@ -689,10 +691,13 @@ def verdict_text(report, budget):
     head = "within budget" if report["within_budget"] else "OVER BUDGET"
     text = "{} ({}): {}".format(head, describe_budget(budget), describe_figures(final))
     if keep:
-        text += "; {} node(s) kept FP32: {}".format(len(keep), ", ".join(keep))
+        shown = ", ".join(keep[:VERDICT_NODES])
+        if len(keep) > VERDICT_NODES:
+            shown += ", ... ({} more in quantization.fp32_layers)".format(len(keep) - VERDICT_NODES)
+        text += "; {} node(s) kept FP32: {}".format(len(keep), shown)
         speed = report.get("speed_ms_onnxruntime")
         if speed:
-            text += " (cost {:+.1%} in ONNX Runtime latency)".format(speed["cost"])
+            text += " (ONNX Runtime latency {:+.1%} against full INT8)".format(speed["cost"])
     else:
         text += "; every quantized node INT8"
     return text

@@ -321,3 +321,19 @@ def test_search_ships_the_first_graph_within_the_margin():
     assert _choose(tried, DEFAULT_BUDGET)[1] == "d"  # the first within the margin
     over = [([], "a", fig(0.98, 0.05)), (["n1"], "b", fig(0.985, 0.04))]
     assert _choose(over, DEFAULT_BUDGET)[1] == "b"  # none within: the last, reported over budget
+
+
+def test_progress_lines_name_final_paths(setup, tmp_path, capsys):
+    """INT8 and engine-choice lines name files where the user finds them, not the staging folder."""
+    from segdeploy.manifest import STAGING_PREFIX
+
+    root, ckpt, calib = setup
+    out = tmp_path / "o"
+    argv = ["--model", "regseg_tiny", "--checkpoint", ckpt, "--res", "{}x{}".format(H, W)]
+    argv += ["--int8", "--calib", calib, "--out", out, "--budget", "99:40"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("SEGDEPLOY_CPU_ENGINES", raising=False)  # the engine choice prints paths too
+        assert main([str(a) for a in argv]) == 0
+    printed = capsys.readouterr().out
+    assert STAGING_PREFIX not in printed
+    assert str(out / "regseg_tiny.int8.onnx") in printed
