@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from ..engines.build_cli import int8_sibling
 from ..errors import SegDeployError
 
 PRECISIONS = ("fp32", "bf16", "int8", "int8+bf16")
@@ -39,11 +40,6 @@ def parse_precisions(text):
             )
         )
     return names
-
-
-def int8_sibling(path):
-    stem = path[: -len(".onnx")] if path.endswith(".onnx") else path
-    return stem + ".int8.onnx"
 
 
 def variants(engine_path, precisions, backends=None):

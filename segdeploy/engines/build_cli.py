@@ -110,9 +110,45 @@ def default_plan_path(onnx_path):
     base = os.fspath(onnx_path)
     if base.endswith(".onnx"):
         base = base[: -len(".onnx")]
-    if base.endswith(".fp16"):
-        base = base[: -len(".fp16")]
+    for variant in (".fp16", ".int8"):
+        if base.endswith(variant):
+            base = base[: -len(variant)]
     return base + ".plan"
+
+
+def int8_sibling(onnx_path):
+    """out/regseg.onnx -> out/regseg.int8.onnx (what segexport --int8 --calib DIR writes)."""
+    path = os.fspath(onnx_path)
+    if path.endswith(".int8.onnx"):
+        return path
+    stem = path[: -len(".onnx")] if path.endswith(".onnx") else path
+    return stem + ".int8.onnx"
+
+
+def resolve_precision(onnx_path, card, fp16=False, int8=False):
+    """(ONNX to build from, its card, precision). An INT8 engine comes from the Q/DQ graph only:
+    that graph's card says precision int8, and ``int8`` picks NAME.int8.onnx beside NAME.onnx.
+    Quantizing needs onnx and onnxruntime (the export side), so segbuild does not calibrate:
+    ``segexport --onnx NAME.onnx --int8 --calib DIR`` does, on any host."""
+    if int8 and card.get("precision") != "int8":
+        sibling = int8_sibling(onnx_path)
+        if not os.path.isfile(sibling):
+            raise SegDeployError(
+                "--int8 builds from the Q/DQ graph {}, which is not there; write it where onnx "
+                "and onnxruntime are installed: segexport --onnx {} --int8 --calib DIR".format(
+                    sibling, onnx_path
+                )
+            )
+        onnx_path, card = sibling, read_card(sibling)
+    if card.get("precision") == "int8":
+        if fp16:
+            raise SegDeployError(
+                "{} is an INT8 Q/DQ graph: its precision comes from the graph; drop --fp16".format(
+                    onnx_path
+                )
+            )
+        return onnx_path, card, "int8"
+    return onnx_path, card, "fp16" if fp16 or card.get("precision") == "fp16" else "fp32"
 
 
 def fp16_sibling(onnx_path):
@@ -221,8 +257,7 @@ def run_for_segexport(args, backend, reason, stream=None):
                 args.onnx
             )
         )
-    card = read_card(args.onnx)
-    precision = "fp16" if args.fp16 or card.get("precision") == "fp16" else "fp32"
+    onnx_path, card, precision = resolve_precision(args.onnx, read_card(args.onnx), args.fp16)
     name = args.name or os.path.basename(default_plan_path(args.onnx))[: -len(".plan")]
     plan = os.path.join(args.out, name + ".plan")
     options = {
@@ -237,12 +272,12 @@ def run_for_segexport(args, backend, reason, stream=None):
         "segexport: no onnx package here; using {} as it is, like segbuild".format(args.onnx),
         file=stream,
     )
-    report = {"card": card, "artifacts": {"onnx": args.onnx, "engine": None}}
+    report = {"card": card, "artifacts": {"onnx": onnx_path, "engine": None}}
     if args.print_trtexec:
         version = target_version(args.trt_version)
-        _print_trtexec(args.onnx, plan, card, precision, version, options, stream, "segexport")
+        _print_trtexec(onnx_path, plan, card, precision, version, options, stream, "segexport")
     if backend == "tensorrt":
-        sidecar = build(args.onnx, plan, card, precision, options)
+        sidecar = build(onnx_path, plan, card, precision, options)
         report["artifacts"]["engine"] = plan
         report["engine"] = sidecar.get("engine")
     elif backend is None:
@@ -393,6 +428,12 @@ def _add_precision_arguments(p):
     g.add_argument(
         "--fp16", action="store_true", help="FP16 engine (TensorRT 11: from NAME.fp16.onnx)"
     )
+    g.add_argument(
+        "--int8",
+        action="store_true",
+        help="INT8 engine from the Q/DQ graph NAME.int8.onnx beside NAME.onnx (written by "
+        "segexport --int8 --calib DIR; passing NAME.int8.onnx itself builds INT8 too)",
+    )
     return g
 
 
@@ -471,6 +512,7 @@ def build_parser():
         epilog="examples:\n"
         "  segbuild out/regseg.onnx --fp16 --timing-cache trt.cache\n"
         "  segbuild out/regseg.onnx --fp16 --print-trtexec --trt-version 8.2\n"
+        "  segbuild out/regseg.int8.onnx          # INT8 (GTX 1080 Ti, T4; not the TX2)\n"
         "  segbuild --adopt out/regseg.plan --onnx out/regseg.onnx",
     )
     p.add_argument("--version", action="version", version="%(prog)s " + __version__)
@@ -556,8 +598,9 @@ def _run(args, out=None):
         raise SegDeployError("give the ONNX file to build from: segbuild out/regseg.onnx")
     if args.dblock_plugin:
         onnx_path = _fuse_dblocks(onnx_path, args, out or sys.stdout)
-    card = read_card(onnx_path)
-    precision = "fp16" if args.fp16 or card.get("precision") == "fp16" else "fp32"
+    onnx_path, card, precision = resolve_precision(
+        onnx_path, read_card(onnx_path), args.fp16, args.int8
+    )
     plan = args.out or default_plan_path(onnx_path)
     options = options_from_args(args, card)
     if args.print_trtexec:

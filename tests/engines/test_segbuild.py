@@ -625,3 +625,38 @@ def test_segbuild_dblock_plugin_fuses_then_prints_the_plugin_build(tmp_path, cap
     assert ops.count("DBlockConv") == 3 and "Split" not in ops
     line = [x for x in out.splitlines() if x.startswith("trtexec ")][0]
     assert "--onnx={}".format(fused) in line and "libdblock_plugin.so" in line
+
+
+@pytest.fixture(scope="module")
+def tiny_int8(tiny_onnx, tmp_path_factory):
+    """segexport --onnx tiny.onnx --int8: the Q/DQ graph segbuild builds INT8 engines from."""
+    pytest.importorskip("onnxruntime.quantization")
+    from segdeploy.export.cli import main as segexport
+
+    out = tmp_path_factory.mktemp("int8")
+    argv = ["--onnx", str(tiny_onnx), "--int8", "--calib", "random", "--calib-count", "4"]
+    argv += ["--out", str(out), "--backend", "onnxruntime", "--budget", "1:100"]
+    assert segexport(argv) == 0
+    path = out / "tiny.int8.onnx"
+    assert build_cli.read_card(path)["precision"] == "int8"
+    return path
+
+
+def test_segbuild_builds_int8_from_the_qdq_graph(tiny_onnx, tiny_int8, capsys, tmp_path):
+    for source in ([str(tiny_int8)], [str(tiny_int8.parent / "tiny.onnx"), "--int8"]):
+        assert build_cli.main(source + ["--print-trtexec", "--trt-version", "10.8"]) == 0
+        words = capsys.readouterr().out.split()
+        assert "--int8" in words and "--fp16" not in words
+        assert "--onnx=" + str(tiny_int8) in words
+        assert "--saveEngine=" + str(tiny_int8.parent / "tiny.plan") in words
+    # 11.x networks are strongly typed: the Q/DQ graph's types decide, no --int8
+    assert build_cli.main([str(tiny_int8), "--print-trtexec", "--trt-version", "11.4"]) == 0
+    assert "--int8" not in capsys.readouterr().out.split()
+    # --int8 without the Q/DQ graph, and --fp16 on it: one line each, exit 2
+    lonely = tmp_path / "lonely.onnx"
+    lonely.write_bytes(tiny_onnx.read_bytes())
+    assert build_cli.main([str(lonely), "--int8", "--print-trtexec"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "segexport --onnx" in err[0] and "--calib DIR" in err[0]
+    assert build_cli.main([str(tiny_int8), "--fp16", "--print-trtexec"]) == 2
+    assert "drop --fp16" in capsys.readouterr().err
