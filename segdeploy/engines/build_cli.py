@@ -116,13 +116,18 @@ def default_plan_path(onnx_path):
     return base + ".plan"
 
 
-def int8_sibling(onnx_path):
-    """out/regseg.onnx -> out/regseg.int8.onnx (what segexport --int8 --calib DIR writes)."""
+def _sibling(onnx_path, variant):
+    """out/regseg.onnx -> out/regseg.<variant>.onnx; a path already naming it is returned."""
     path = os.fspath(onnx_path)
-    if path.endswith(".int8.onnx"):
+    if path.endswith(variant + ".onnx"):
         return path
     stem = path[: -len(".onnx")] if path.endswith(".onnx") else path
-    return stem + ".int8.onnx"
+    return stem + variant + ".onnx"
+
+
+def int8_sibling(onnx_path):
+    """out/regseg.onnx -> out/regseg.int8.onnx (what segexport --int8 --calib DIR writes)."""
+    return _sibling(onnx_path, ".int8")
 
 
 def resolve_precision(onnx_path, card, fp16=False, int8=False):
@@ -153,11 +158,7 @@ def resolve_precision(onnx_path, card, fp16=False, int8=False):
 
 def fp16_sibling(onnx_path):
     """out/regseg.onnx -> out/regseg.fp16.onnx (what segexport --fp16 writes)."""
-    path = os.fspath(onnx_path)
-    if path.endswith(".fp16.onnx"):
-        return path
-    stem = path[: -len(".onnx")] if path.endswith(".onnx") else path
-    return stem + ".fp16.onnx"
+    return _sibling(onnx_path, ".fp16")
 
 
 def source_for(onnx_path, precision, trt_version, must_exist=True):
