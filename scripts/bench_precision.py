@@ -36,6 +36,9 @@ import time
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_runtime import interleave  # noqa: E402
+
 
 def regseg_with_varied_weights(seed=0):
     import torch
@@ -91,28 +94,6 @@ def train_on_scenes(model, steps, height=256, width=512, seed=0, log=print):
                 )
             )
     return model.eval()
-
-
-def interleave(variants, rounds, seed=0):
-    for fn in variants.values():
-        fn()
-        fn()
-    samples = {name: [] for name in variants}
-    rng = np.random.RandomState(seed)
-    names = list(variants)
-    for _ in range(rounds):
-        for name in rng.permutation(names):
-            start = time.perf_counter()
-            variants[name]()
-            samples[name].append((time.perf_counter() - start) * 1e3)
-    return {
-        n: {
-            "median_ms": float(np.median(s)),
-            "p10_ms": float(np.percentile(s, 10)),
-            "p90_ms": float(np.percentile(s, 90)),
-        }
-        for n, s in samples.items()
-    }
 
 
 def run_resolution(height, width, args, workdir, log, trained=None):
@@ -201,17 +182,17 @@ def run_resolution(height, width, args, workdir, log, trained=None):
     for rt in runtimes.values():
         rt.close()
     fp32_peers = ["torch-eager", "torch-compile", "ort-fp32", "openvino-fp32"]
-    fastest_fp32 = min(fp32_peers, key=lambda n: timing[n]["median_ms"])
-    base = timing[fastest_fp32]["median_ms"]
+    fastest_fp32 = min(fp32_peers, key=lambda n: timing[n]["median"])
+    base = timing[fastest_fp32]["median"]
     rows = []
     for name in variants:
         rows.append(
             {
                 "variant": name,
-                "median_ms": round(timing[name]["median_ms"], 1),
-                "p10_ms": round(timing[name]["p10_ms"], 1),
-                "p90_ms": round(timing[name]["p90_ms"], 1),
-                "speedup_vs_fastest_fp32": round(base / timing[name]["median_ms"], 2),
+                "median_ms": round(timing[name]["median"], 1),
+                "p10_ms": round(timing[name]["p10"], 1),
+                "p90_ms": round(timing[name]["p90"], 1),
+                "speedup_vs_fastest_fp32": round(base / timing[name]["median"], 2),
                 "agreement_vs_fp32": round(agreement[name], 5),
                 "max_iou_drop_points": round(100 * budget[name]["max_iou_drop"], 2),
                 "within_budget": budget[name]["within_budget"],

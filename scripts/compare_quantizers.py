@@ -148,7 +148,8 @@ def main(argv=None):
     import torch
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_precision import interleave, trained_regseg
+    from bench_precision import trained_regseg
+    from bench_runtime import interleave
 
     from segdeploy import Runtime, models
     from segdeploy.bench.frames import street_scene, write_scenes
@@ -235,13 +236,13 @@ def main(argv=None):
         )
         for rt in runtimes.values():
             rt.close()
-    base = min(timing["fp32 ort"]["median_ms"], timing["fp32 openvino"]["median_ms"])
+    base = min(timing["fp32 ort"]["median"], timing["fp32 openvino"]["median"])
     result["fp32_classes"] = len(set(int(c) for r in ref for c in np.unique(r)))
     result["rows"] = [
         {
             "variant": name,
-            "median_ms": round(timing[name]["median_ms"], 1),
-            "vs_fastest_fp32": round(base / timing[name]["median_ms"], 2),
+            "median_ms": round(timing[name]["median"], 1),
+            "vs_fastest_fp32": round(base / timing[name]["median"], 2),
             "agreement": round(figures[name]["label_agreement"], 5),
             "max_iou_drop_points": round(100 * figures[name]["max_iou_drop"], 2),
         }
