@@ -17,7 +17,7 @@ quantizer"): the same FP32 RegSeg, the same calibration array, three quantizers.
 - ONNX Runtime's ``quantize_static`` (QDQ format, MinMax): chosen. Its graph passes TensorRT's
   parser rules for 8.2, 8.6 and 10.x (``engines.parser_rules``: opset kept, INT8 zero points of
   0), runs in OpenVINO as fast as the others within the run's noise, and ONNX Runtime is already
-  the export side's dependency. It calibrates once and writes any variant from that calibration.
+  the export side's dependency. It calibrates once; the budget search edits that one graph.
 - NNCF 3.4 (ONNX backend, PERFORMANCE preset): quantizes post-ReLU activations as UINT8. TensorRT
   8.2 cannot import UINT8 and 8.6+ read it as INT8 (values above 127 saturate), so its graph is
   not one graph for all three runtimes. In OpenVINO it was faster with the unquantized layers in
@@ -284,7 +284,8 @@ class _Reader(object):
 
 
 class Quantizer(object):
-    """Calibrate an FP32 graph once, then write Q/DQ graphs with any set of nodes kept FP32."""
+    """An FP32 graph prepared for quantization (``prepared``) and its full Q/DQ graph (``write``);
+    the budget search then keeps nodes FP32 by editing that graph (``keep_fp32``)."""
 
     def __init__(self, fp32_path, calib_inputs, workdir, log=None):
         require("onnxruntime", "INT8 quantization")
@@ -292,22 +293,16 @@ class Quantizer(object):
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         self.log = log or (lambda text: None)
-        self.workdir = workdir
-        self.proto = onnx.load(fp32_path)
-        self.input_name = self.proto.graph.input[0].name
+        self.input_name = onnx.load(fp32_path).graph.input[0].name
         self.prepared = os.path.join(workdir, "prepared.onnx")
         # Shape inference and the optimizer's fusions first, as ONNX Runtime's docs advise;
         # symbolic shape inference is for transformer graphs and needs sympy.
         quant_pre_process(fp32_path, self.prepared, skip_symbolic_shape=True)
-        self.cache = os.path.join(workdir, "calibration.json")
         self.calib_inputs = calib_inputs
         self.head = head_nodes(onnx.load(self.prepared))
-        self.calibrated = False
 
-    def write(self, out_path, keep_fp32=()):
-        """Write the Q/DQ graph with ``keep_fp32`` node names (plus the head) unquantized."""
-        import inspect
-
+    def write(self, out_path):
+        """Calibrate and write the Q/DQ graph, every node but the head quantized."""
         from onnxruntime.quantization import (
             CalibrationMethod,
             QuantFormat,
@@ -315,10 +310,6 @@ class Quantizer(object):
             quantize_static,
         )
 
-        kwargs = {}
-        cached = "calibration_cache_path" in inspect.signature(quantize_static).parameters
-        if cached:
-            kwargs["calibration_cache_path"] = self.cache
         started = time.perf_counter()
         quantize_static(
             self.prepared,
@@ -329,21 +320,18 @@ class Quantizer(object):
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=sorted(set(self.head) | set(keep_fp32)),
+            nodes_to_exclude=list(self.head),
             extra_options={
                 "ActivationSymmetric": True,  # zero point 0: TensorRT's requirement
                 "WeightSymmetric": True,
                 "DedicatedQDQPair": False,
             },
-            **kwargs,
         )
-        if not self.calibrated:
-            self.log(
-                "calibrated on {} frames in {:.1f} s".format(
-                    len(self.calib_inputs), time.perf_counter() - started
-                )
+        self.log(
+            "calibrated on {} frames in {:.1f} s".format(
+                len(self.calib_inputs), time.perf_counter() - started
             )
-        self.calibrated = True
+        )
         return out_path
 
 
@@ -585,8 +573,6 @@ def quantize_with_budget(
     with tempfile.TemporaryDirectory(prefix="segdeploy-int8-") as workdir:
         quantizer = Quantizer(fp32_path, calib_inputs, workdir, log)
         report["always_fp32"] = quantizer.head
-
-        full_proto = None
 
         def attempt(keep):
             path = os.path.join(workdir, "int8_{}.onnx".format(len(keep)))
