@@ -23,10 +23,9 @@ import numpy as np
 
 from ..engines.build_cli import int8_sibling
 from ..errors import SegDeployError
+from ..runtime.openvino_backend import inference_precision
 
 PRECISIONS = ("fp32", "bf16", "int8", "int8+bf16")
-# precisions only OpenVINO runs on the CPU (ONNX Runtime's CPU provider has no bf16 kernels)
-BF16 = ("bf16", "int8+bf16")
 AGREEMENT_FRAMES = 4
 
 
@@ -62,7 +61,7 @@ def variants(engine_path, precisions, backends=None):
                     "DIR".format(source, engine_path)
                 )
         for backend in wanted:
-            if backend == "onnxruntime" and precision in BF16:
+            if backend == "onnxruntime" and inference_precision(precision) == "bf16":
                 notes.append(
                     "{}: ONNX Runtime's CPU provider has no bf16 kernels; OpenVINO only".format(
                         precision
@@ -74,7 +73,7 @@ def variants(engine_path, precisions, backends=None):
                 continue
             options = {}
             if backend == "openvino":
-                options["precision"] = "bf16" if precision in BF16 else "f32"
+                options["precision"] = inference_precision(precision)
             out.append((backend, precision, source, options))
     return out, notes
 

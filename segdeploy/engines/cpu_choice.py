@@ -58,16 +58,13 @@ def _candidates(paths, card, has_bf16, int8_ok):
     return out
 
 
-def _bf16(precision):
-    return precision.endswith("bf16")
-
-
 def _open(backend, precision, path, threads):
     from ..runtime.backend import open_engine
+    from ..runtime.openvino_backend import inference_precision
 
     options = {"threads": threads}
     if backend == "openvino":
-        options["precision"] = "bf16" if _bf16(precision) else "f32"
+        options["precision"] = inference_precision(precision)
     return open_engine(path, backend=backend, **options)
 
 
@@ -112,7 +109,7 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
     import openvino
 
     from ..export.quantize import budget_figures, parse_budget
-    from ..runtime.openvino_backend import cpu_has_bf16
+    from ..runtime.openvino_backend import cpu_has_bf16, inference_precision
 
     has_bf16 = cpu_has_bf16(openvino.Core())
     int8_path = paths[2] if len(paths) > 2 else None
@@ -125,7 +122,7 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
         for backend, precision, path in _candidates(paths, card, has_bf16, int8_ok):
             engines[(backend, precision)] = _open(backend, precision, path, threads)
         notes = {}
-        checked = [key for key in engines if _bf16(key[1])]
+        checked = [key for key in engines if inference_precision(key[1]) == "bf16"]
         if checked:
             # bf16 has no budget check of its own (segexport --int8 checks INT8 + FP32): real
             # frames decide, or the candidate is not eligible
@@ -208,7 +205,7 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
             source,
             engine_path,
             source_card,
-            precision="bf16" if _bf16(best["precision"]) else "f32",
+            precision=inference_precision(best["precision"]),
             threads=threads,
             log=steps.say,
         )

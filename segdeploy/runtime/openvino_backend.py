@@ -31,6 +31,12 @@ HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 CARD_RT_KEY = "segdeploy_card"
 
 
+def inference_precision(variant):
+    """OpenVINO's inference precision for a segdeploy precision name: ``bf16`` and ``int8+bf16``
+    (the INT8 graph) compute what is not INT8 in bf16, every other name in f32."""
+    return "bf16" if variant in ("bf16", "int8+bf16") else "f32"
+
+
 def cpu_has_bf16(core=None):
     """True when OpenVINO reports native bf16 on the CPU (AVX512_BF16 / AMX)."""
     try:
