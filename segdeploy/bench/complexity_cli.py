@@ -6,8 +6,7 @@
 import argparse
 import sys
 
-from .._cli import add_version
-from ..errors import SegDeployError
+from .._cli import add_version, run_main
 
 
 def _parse_res(text):
@@ -131,12 +130,7 @@ def main(argv=None):
     )
     parser.add_argument("--res", default="1024x2048", help="input HEIGHTxWIDTH (default 1024x2048)")
     args = parser.parse_args(argv)
-    try:
-        print(zoo_table(args.res, args.model)[1])
-    except SegDeployError as exc:
-        print("segcomplexity: error: {}".format(exc), file=sys.stderr)
-        return 2
-    return 0
+    return run_main(parser.prog, lambda: print(zoo_table(args.res, args.model)[1]), "no table")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import time
 
 from ... import __version__
-from ..._cli import error_line
+from ..._cli import run_main
 from ..._io import atomic_path, check_writable_dir
 from ...errors import MissingDependencyError, SegDeployError
 
@@ -180,7 +180,8 @@ def main(argv=None):
         help="do not link libnvinfer (its symbols resolve when TensorRT loads the plugin)",
     )
     args = parser.parse_args(argv)
-    try:
+
+    def body():
         archs = None
         if args.arch:
             if not all(re.match(r"^\d{2,3}$", a) for a in args.arch):
@@ -189,11 +190,9 @@ def main(argv=None):
                 )
             archs = args.arch
         path = build(args.out, args.tensorrt_root, archs, link_nvinfer=not args.no_link_nvinfer)
-    except SegDeployError as exc:
-        sys.stderr.write(error_line(parser.prog, exc) + "\n")
-        return exc.exit_code
-    sys.stdout.write(path + "\n")
-    return 0
+        sys.stdout.write(path + "\n")
+
+    return run_main(parser.prog, body, "no plugin library written")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import sys
 import tempfile
 
 from ... import __version__
-from ..._cli import error_line
+from ..._cli import run_main
 from ..._io import write_bytes, write_json
 from ...engines import devices
 from ...errors import MissingDependencyError, SegDeployError
@@ -635,7 +635,8 @@ def main(argv=None):
         "(the directory with NvInfer.h; repeat for several releases)",
     )
     args = parser.parse_args(argv)
-    try:
+
+    def body():
         if args.keep_dir:
             from ..._io import check_writable_dir
 
@@ -656,10 +657,8 @@ def main(argv=None):
                 "{}: error: the kernel spills registers (see the table)\n".format(parser.prog)
             )
             return 1
-    except SegDeployError as exc:
-        sys.stderr.write(error_line(parser.prog, exc) + "\n")
-        return exc.exit_code
-    return 0
+
+    return run_main(parser.prog, body, "nothing written")
 
 
 if __name__ == "__main__":

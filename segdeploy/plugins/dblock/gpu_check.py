@@ -21,7 +21,7 @@ import sys
 import numpy as np
 
 from ... import __version__
-from ..._cli import error_line
+from ..._cli import run_main
 from ...errors import MissingDependencyError, SegDeployError
 from . import compile_check, host
 
@@ -286,7 +286,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
     args = parser.parse_args(argv)
-    try:
+
+    def body():
         height, width = parse_hw(args.res)
         try:
             dilations = tuple(int(d) for d in args.dilations.split(","))
@@ -306,10 +307,8 @@ def main(argv=None):
                 "{}: error: the GPU result differs from the host build\n".format(parser.prog)
             )
             return 1
-    except SegDeployError as exc:
-        sys.stderr.write(error_line(parser.prog, exc) + "\n")
-        return exc.exit_code
-    return 0
+
+    return run_main(parser.prog, body, "nothing written")
 
 
 if __name__ == "__main__":
