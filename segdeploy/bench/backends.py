@@ -13,18 +13,23 @@ from ..errors import SegDeployError
 BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
 
 
-def parse_backends(text):
-    names = [b.strip().lower() for b in str(text).split(",") if b.strip()]
-    aliases = {"ort": "onnxruntime", "pytorch": "torch", "trt": "tensorrt"}
-    names = [aliases.get(n, n) for n in names]
-    unknown = [n for n in names if n not in BACKEND_NAMES]
-    if unknown or not names:
+def parse_choices(option, text, allowed, aliases=None):
+    """``"a, B,c"`` -> ["a", "b", "c"] for ``option`` (e.g. ``--backends``): each name (after
+    ``aliases``) one of ``allowed``; anything else is a one-line SegDeployError."""
+    names = [n.strip().lower() for n in str(text).split(",") if n.strip()]
+    names = [(aliases or {}).get(n, n) for n in names]
+    if not names or any(n not in allowed for n in names):
         raise SegDeployError(
-            "--backends takes a comma-separated list of {}; got {!r}".format(
-                ", ".join(BACKEND_NAMES), text
+            "{} takes a comma-separated list of {}; got {!r}".format(
+                option, ", ".join(allowed), text
             )
         )
     return names
+
+
+def parse_backends(text):
+    aliases = {"ort": "onnxruntime", "pytorch": "torch", "trt": "tensorrt"}
+    return parse_choices("--backends", text, BACKEND_NAMES, aliases)
 
 
 def open_backend(

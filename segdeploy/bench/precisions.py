@@ -24,21 +24,14 @@ import numpy as np
 from ..engines.build_cli import int8_sibling
 from ..errors import SegDeployError
 from ..runtime.openvino_backend import inference_precision
+from .backends import parse_choices
 
 PRECISIONS = ("fp32", "bf16", "int8", "int8+bf16")
 AGREEMENT_FRAMES = 4
 
 
 def parse_precisions(text):
-    names = [p.strip().lower() for p in str(text).split(",") if p.strip()]
-    bad = [p for p in names if p not in PRECISIONS]
-    if bad or not names:
-        raise SegDeployError(
-            "--precisions takes a comma-separated list of {}; got {!r}".format(
-                ", ".join(PRECISIONS), text
-            )
-        )
-    return names
+    return parse_choices("--precisions", text, PRECISIONS)
 
 
 def variants(engine_path, precisions, backends=None):
