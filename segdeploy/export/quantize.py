@@ -482,21 +482,23 @@ def layer_sensitivity(fp32_proto, int8_proto, inputs, threads=None, log=None):
     layers = quantized_nodes(int8_proto)
     logits = logits_tensor(fp32_proto)
 
+    exposed = _expose(fp32_proto, [logits])  # once: each one-node graph copies this one
+
     def run(proto):
-        session = _session(_expose(proto, [logits]), threads)
+        session = _session(proto, threads)
         names = [o.name for o in session.get_outputs()]
         feed = session.get_inputs()[0].name
         return [
             session.run(None, {feed: x})[names.index(logits)].astype(np.float64) for x in inputs
         ]
 
-    reference = run(fp32_proto)
+    reference = run(exposed)
     power = sum(float((r * r).mean()) for r in reference)
     started = time.perf_counter()
     scores = []
     step = max(1, len(layers) // 10)
     for i, layer in enumerate(layers):
-        out = run(_with_only(fp32_proto, int8_proto, layer))
+        out = run(_with_only(exposed, int8_proto, layer))
         err = sum(float(((r - o) ** 2).mean()) for r, o in zip(reference, out))
         scores.append((layer, float(np.sqrt(err / max(power, 1e-30)))))
         if (i + 1) % step == 0 or i + 1 == len(layers):
