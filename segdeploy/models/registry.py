@@ -45,6 +45,10 @@ class ModelSpec:
     dynamic_shapes: bool = True
     description: str = ""
     paper: Dict[str, object] = field(default_factory=dict)
+    # State-dict key prefixes of training-only heads (auxiliary, boundary, detail heads) that the
+    # official checkpoints carry and the deployment form does not build: loading drops them with
+    # one line naming them; any other unexpected key is still an error.
+    training_only: Tuple[str, ...] = ()
 
 
 _REGISTRY: Dict[str, ModelSpec] = {}
