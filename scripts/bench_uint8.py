@@ -34,9 +34,9 @@ def build_engines(model_name, res, checkpoint, threads, workdir):
     from segdeploy.engines.onnxruntime_builder import build_onnxruntime_engine
     from segdeploy.engines.profiles import derive_profile
     from segdeploy.export import export_onnx, fold_batchnorm
-    from segdeploy.export.modelcard import make_card
     from segdeploy.export.onnx_export import save_model, set_card
     from segdeploy.export.uint8_input import prepend_uint8_input, uint8_card
+    from segdeploy.models.modelcard import make_card
 
     spec = models.get_spec(model_name)
     model = models.build(model_name).eval()

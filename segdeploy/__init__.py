@@ -6,8 +6,7 @@ onnxruntime, tensorrt, OpenCV nor any CUDA binding, so that the device side (``e
 library when it is first used. Python 3.6 compatible (Jetson TX2, JetPack 4.6).
 """
 
-__version__ = "0.1.0"
-
+from ._version import __version__  # noqa: E402
 from .errors import SegDeployError  # noqa: E402
 from .runtime import Runtime  # noqa: E402  (numpy only until an engine is opened)
 

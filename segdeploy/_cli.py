@@ -1,6 +1,6 @@
 """What every segdeploy command line shares. Python 3.6 compatible (device-side CLIs use it)."""
 
-from . import __version__
+from ._version import __version__
 from .errors import SegDeployError
 
 

@@ -283,6 +283,26 @@ def from_json(text, where="model card"):
     return validate(card, where)
 
 
+def store_onnx_card(model_proto, card):
+    """Store ``card`` as JSON in the model's metadata_props (replacing an older card)."""
+    props = model_proto.metadata_props
+    for i in reversed(range(len(props))):
+        if props[i].key == METADATA_KEY:
+            del props[i]
+    entry = props.add()
+    entry.key = METADATA_KEY
+    entry.value = to_json(card)
+    return model_proto
+
+
+def read_onnx_card(model_proto, where="ONNX file"):
+    """The card in ``model_proto``'s metadata, or None."""
+    for prop in model_proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            return from_json(prop.value, where)
+    return None
+
+
 def _reject_constant(name):
     # NaN / Infinity are not JSON; Python's json accepts them unless told otherwise
     raise ValueError("{} is not a JSON number".format(name))

@@ -58,3 +58,14 @@ def write_clip(path, frames, height, width, fps=30.0):
         writer.write(street_scene(height, width, t=t))
     writer.release()
     return path
+
+
+def sample_frame(height, width, seed=0):
+    """A smooth uint8 BGR frame (noise blurred), so that label maps are not one class."""
+    rng = np.random.RandomState(seed)
+    small = rng.randint(0, 256, (max(1, height // 16), max(1, width // 16), 3)).astype(np.uint8)
+    from ._deps import require
+
+    cv2 = require("cv2", "segbench")
+
+    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)

@@ -10,7 +10,7 @@ def cuda_status():
     """(True, device) or (False, why), asked of the CUDA binding segdeploy itself uses (pycuda or
     cuda-python), so a runbook install without torch runs its gpu/tensorrt tests; torch's view
     only where no binding is installed."""
-    from segdeploy.runtime import cuda_memory
+    from segdeploy.engines import cuda_memory
 
     if cuda_memory.BINDING is not None:
         return cuda_memory.cuda_available()

@@ -19,7 +19,7 @@ Each block is RegSeg's D block whole (1x1 conv, ReLU, the 3x3 stage, ReLU, squee
   protocol does (identity statistics plus the bias); on CUDA with autocast (mixed precision);
 - onnxruntime / tensorrt: the same block written as an ONNX graph (the graph segexport writes
   for it, BatchNorm folded into the convs); the fused row is that graph after the D-block rewrite
-  (``segdeploy.export.dblock``). In ONNX Runtime the fused row runs DBlockConv through the
+  (``segdeploy.engines.dblock_graph``). In ONNX Runtime the fused row runs DBlockConv through the
   kernel's host build as a Python custom op: a functional check of the rewrite, NOT a speed proxy.
   On TensorRT it runs the DBlockConv plugin (``--plugin libdblock_plugin.so``): the real speed row.
 
@@ -282,7 +282,7 @@ def _torch_runners(weights, x, device, threads):
 def _write_graphs(weights, height, width, workdir, fp16_typed=False):
     """Write each block's ONNX graph and the fused (1,14) graph; returns label -> path.
     ``fp16_typed``: write FP16-typed graphs (FP32 I/O), what TensorRT 11 builds FP16 from."""
-    from ..export.dblock import fuse_dblocks
+    from ..engines.dblock_graph import fuse_dblocks
 
     paths = {}
     for label, dilations in BLOCKS:
@@ -590,8 +590,8 @@ def write_csv(path, results):
 def main_blocks(args):
     """``segbench --blocks``: parsed CLI ``args`` (res, backends, warmup, iters, device,
     threads, plugin, json, csv). Returns the exit code."""
+    from ..engines.profiles import parse_resolutions
     from .backends import parse_backends
-    from .cli import parse_resolutions
     from .harness import environment
 
     sizes = parse_resolutions(args.res or "1024x2048", STRIDE)

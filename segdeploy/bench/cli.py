@@ -13,31 +13,12 @@ import sys
 import tempfile
 
 from .._cli import QUIET, Printer, add_verbosity, add_version, run_main, verbosity
+from ..engines.profiles import parse_resolutions
 from ..errors import SegDeployError
 from . import protocols, report
 from .harness import complexity_of
 from .harness import run as run_protocol
 from .memory import EngineMemory
-
-
-def parse_resolutions(text, stride=None):
-    """'512x1024,1024x2048' -> [(512, 1024), (1024, 2048)], checked against ``stride``."""
-    sizes = []
-    for item in str(text).split(","):
-        from ..engines.profiles import parse_hw
-
-        h, w = parse_hw(item.strip(), "--res (HxW, comma-separated for several)")
-        if stride and (h % stride or w % stride):
-            down = (max(stride, h // stride * stride), max(stride, w // stride * stride))
-            up = (-(-h // stride) * stride, -(-w // stride) * stride)
-            raise SegDeployError(
-                "--res {}x{} is not a multiple of the model's stride {}; sizes "
-                "that work nearby: {}x{} or {}x{}".format(
-                    h, w, stride, down[0], down[1], up[0], up[1]
-                )
-            )
-        sizes.append((h, w))
-    return sizes
 
 
 def build_parser():

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .._deps import require
+from ..samples import sample_frame
 from . import peak as peak_mod
 from . import stats
 from .memory import EngineMemory
@@ -78,15 +78,6 @@ def complexity_of(model, height, width):
         return None, None
     counted = complexity(model, (height, width))
     return int(counted.params), int(counted.macs)
-
-
-def sample_frame(height, width, seed=0):
-    """A smooth uint8 BGR frame (noise blurred), so that label maps are not one class."""
-    rng = np.random.RandomState(seed)
-    small = rng.randint(0, 256, (max(1, height // 16), max(1, width // 16), 3)).astype(np.uint8)
-    cv2 = require("cv2", "segbench")
-
-    return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _make_step(engine, protocol, height, width, frame_hw):

@@ -68,7 +68,7 @@ def trim_heap():
 def cuda_free_bytes():
     """Free memory of the current CUDA device in bytes, or None without a CUDA binding/device."""
     try:
-        from ..runtime import cuda_memory
+        from ..engines import cuda_memory
 
         api = cuda_memory.api()
         if hasattr(api, "rt"):  # cuda-python

@@ -22,8 +22,8 @@ import os
 import numpy as np
 
 from ..engines.build_cli import int8_sibling
+from ..engines.openvino_builder import inference_precision
 from ..errors import SegDeployError
-from ..runtime.openvino_backend import inference_precision
 from .backends import parse_choices
 
 PRECISIONS = ("fp32", "bf16", "int8", "int8+bf16")

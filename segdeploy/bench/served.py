@@ -7,8 +7,9 @@ import sys
 
 from .._io import write_json
 from ..errors import SegDeployError
+from ..samples import sample_frame
 from . import concurrency
-from .harness import environment, sample_frame
+from .harness import environment
 
 
 def bench_served(args):
@@ -28,7 +29,7 @@ def bench_served(args):
         height, width = runtime.input_size
         card = runtime.card
     if args.res:
-        from .cli import parse_resolutions
+        from ..engines.profiles import parse_resolutions
 
         height, width = parse_resolutions(args.res, card["input"].get("stride"))[0]
     frames = [sample_frame(height, width, seed) for seed in range(4)]

@@ -22,9 +22,9 @@ import importlib.util
 import os
 import sys
 
-from .. import __version__
 from .. import card as card_mod
 from .._cli import run_main
+from .._version import __version__
 from ..errors import EngineError, SegDeployError
 
 DEFAULT_TENSORRT = (10,)
@@ -638,7 +638,7 @@ def _fuse_dblocks(onnx_path, args, out):
             "--plugins build/dblock/libdblock_plugin.so (build it on this device with "
             "python -m segdeploy.plugins.dblock.build --out build/dblock)"
         )
-    from ..export.dblock import fuse_file  # onnx is needed here, and said so if missing
+    from .dblock_graph import fuse_file  # onnx is needed here, and said so if missing
 
     fused, summary = fuse_file(onnx_path)
     print(

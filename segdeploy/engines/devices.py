@@ -213,7 +213,7 @@ TEGRA_RELEASE = "/etc/nv_tegra_release"
 def detect(index=0, tegra_release_path=TEGRA_RELEASE):
     """What this machine runs on: CUDA device ``index`` if one is usable, else the host CPU.
 
-    Queries CUDA through ``segdeploy.runtime.cuda_memory`` (pycuda or cuda-python), which is
+    Queries CUDA through ``segdeploy.engines.cuda_memory`` (pycuda or cuda-python), which is
     imported here, on first use, and only if one of them is installed.
     """
     release = None
@@ -222,7 +222,7 @@ def detect(index=0, tegra_release_path=TEGRA_RELEASE):
             release = f.read()
     props = None
     try:
-        from ..runtime import cuda_memory
+        from . import cuda_memory
 
         props = cuda_memory.device_properties(index)
     except Exception:  # SegDeployError, or a binding's own error: this machine has no usable GPU

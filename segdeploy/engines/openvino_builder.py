@@ -19,13 +19,29 @@ from .._deps import require
 from ..errors import EngineError
 from .onnxruntime_builder import cpu_isa, cpu_name
 
+PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16"}
+CARD_RT_KEY = "segdeploy_card"
+
+
+def inference_precision(variant):
+    """OpenVINO's inference precision for a segdeploy precision name: ``bf16`` and ``int8+bf16``
+    (the INT8 graph) compute what is not INT8 in bf16, every other name in f32."""
+    return "bf16" if variant in ("bf16", "int8+bf16") else "f32"
+
+
+def cpu_has_bf16(core=None):
+    """True when OpenVINO reports native bf16 on the CPU (AVX512_BF16 / AMX)."""
+    try:
+        return "BF16" in (core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") or [])
+    except Exception:
+        return False
+
 
 def build_openvino_engine(
     onnx_path, xml_path, card, precision="f32", threads=None, hint="latency", log=print
 ):
     """Convert ``onnx_path`` to IR at ``xml_path`` (+ ``.bin``, + sidecar); returns the sidecar."""
     ov = require("openvino", "building OpenVINO engines (pip install 'segdeploy[openvino]')")
-    from ..runtime.openvino_backend import CARD_RT_KEY, PRECISIONS, cpu_has_bf16
 
     if precision not in PRECISIONS:
         raise EngineError("OpenVINO precision must be f32 or bf16, got {!r}".format(precision))

@@ -85,6 +85,24 @@ def parse_hw(text, what="--res"):
     return height, width
 
 
+def parse_resolutions(text, stride=None):
+    """'512x1024,1024x2048' -> [(512, 1024), (1024, 2048)], checked against ``stride``."""
+    sizes = []
+    for item in str(text).split(","):
+        h, w = parse_hw(item.strip(), "--res (HxW, comma-separated for several)")
+        if stride and (h % stride or w % stride):
+            down = (max(stride, h // stride * stride), max(stride, w // stride * stride))
+            up = (-(-h // stride) * stride, -(-w // stride) * stride)
+            raise ResolutionError(
+                "--res {}x{} is not a multiple of the model's stride {}; sizes "
+                "that work nearby: {}x{} or {}x{}".format(
+                    h, w, stride, down[0], down[1], up[0], up[1]
+                )
+            )
+        sizes.append((h, w))
+    return sizes
+
+
 def derive_profile(res=None, dynamic=None, stride=1):
     """A ShapeProfile from ``res`` ('HxW') and/or ``dynamic`` ('MINHxMINW:MAXHxMAXW', or three
     sizes 'min:opt:max'). With ``dynamic`` alone, opt is the max size."""

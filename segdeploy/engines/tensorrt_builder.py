@@ -37,7 +37,7 @@ def tensorrt_status():
         )
     try:
         trt = require("tensorrt", "TensorRT engines")
-        from ..runtime import cuda_memory
+        from . import cuda_memory
 
         props = cuda_memory.device_properties(0)
     except SegDeployError as exc:
@@ -72,7 +72,7 @@ def make_logger(trt, verbose=False):
 def current_device(index=0):
     """(device fingerprint section, devices.Detected) for CUDA device ``index``; the device is
     made current so that TensorRT builds and runs on it."""
-    from ..runtime import cuda_memory
+    from . import cuda_memory
 
     cuda_memory.use_device(index)
     found = devices.detect(index)

@@ -9,8 +9,8 @@ import argparse
 import os
 import sys
 
-from .. import __version__
 from .._cli import run_main
+from .._version import __version__
 from ..errors import SegDeployError
 
 EPILOG = """\

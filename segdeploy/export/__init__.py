@@ -5,8 +5,8 @@ Importing this package imports nothing heavy; each function imports torch/onnx w
 
 
 def fold_batchnorm(model):
-    """Eval-mode copy of ``model`` with BatchNorms folded into their convs (see ``export.fold``)."""
-    from .fold import fold_batchnorm as _fold
+    """Eval-mode copy of ``model`` with BatchNorms folded into their convs (see ``models.fold``)."""
+    from ..models.fold import fold_batchnorm as _fold
 
     return _fold(model)
 
@@ -19,7 +19,7 @@ def export_onnx(model, path, **kwargs):
 
 
 def make_card(spec, num_classes, height, width, output="labels", **kwargs):
-    """The model card of an export of ``spec``; see ``export.modelcard.make_card``."""
-    from .modelcard import make_card as _make
+    """The model card of an export of ``spec``; see ``models.modelcard.make_card``."""
+    from ..models.modelcard import make_card as _make
 
     return _make(spec, num_classes, height, width, output, **kwargs)

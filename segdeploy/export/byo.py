@@ -13,7 +13,8 @@ def load_onnx_and_card(args):
     """
     import onnx
 
-    from .onnx_export import clean_graph, read_card
+    from ..card import read_onnx_card as read_card
+    from .onnx_export import clean_graph
 
     path = args.onnx
     if not os.path.isfile(path):
@@ -32,7 +33,7 @@ def load_onnx_and_card(args):
     card = read_card(proto, path)
     reference, spec = None, None
     if args.model:
-        from .pipeline import build_model
+        from .model_source import build_model
 
         reference, spec, _ = build_model(args)
     if card is None:
@@ -111,8 +112,8 @@ def check_res_against_graph(proto, profile, flag="--res"):
 
 
 def _card_from_graph(proto, spec, args):
-    from .modelcard import make_card
-    from .pipeline import user_model_spec
+    from ..models.modelcard import make_card
+    from .model_source import user_model_spec
 
     graph_in = proto.graph.input[0]
     dims = [d.dim_value or None for d in graph_in.type.tensor_type.shape.dim]

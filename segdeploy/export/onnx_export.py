@@ -18,8 +18,8 @@ Why these choices:
 import time
 import warnings
 
-from .. import card as card_mod
 from .._io import atomic_path
+from ..card import store_onnx_card as store_card
 from ..errors import ExportError
 
 INPUT_NAME = "image"
@@ -115,31 +115,11 @@ def append_argmax(model_proto, logits=LOGITS_NAME, labels=LABELS_NAME):
     return model_proto
 
 
-def store_card(model_proto, card):
-    """Store ``card`` as JSON in the model's metadata_props (replacing an older card)."""
-    props = model_proto.metadata_props
-    for i in reversed(range(len(props))):
-        if props[i].key == card_mod.METADATA_KEY:
-            del props[i]
-    entry = props.add()
-    entry.key = card_mod.METADATA_KEY
-    entry.value = card_mod.to_json(card)
-    return model_proto
-
-
 def set_card(model_proto, card):
     """Store ``card`` (as ``store_card``) and mark segdeploy as the model's producer."""
     store_card(model_proto, card)
     model_proto.producer_name = "segdeploy"
     return model_proto
-
-
-def read_card(model_proto, where="ONNX file"):
-    """The card in ``model_proto``'s metadata, or None."""
-    for prop in model_proto.metadata_props:
-        if prop.key == card_mod.METADATA_KEY:
-            return card_mod.from_json(prop.value, where)
-    return None
 
 
 def save_model(model_proto, path):

@@ -7,118 +7,15 @@ atomically; a graph that fails verification is kept only as ``<name>.onnx.failed
 import importlib.util
 import os
 import sys
-import time
 
 from .. import card as card_mod
 from .._io import check_writable_dir, write_json
 from ..errors import SegDeployError, VerificationError
 from ..manifest import check_plain_name
-
-
-class Steps:
-    """Numbered, timed progress lines: ``[3/9] export ONNX ... done in 1.2 s``."""
-
-    def __init__(self, total, stream=None, staging=None):
-        self.total = total
-        self.index = 0
-        self.stream = stream or sys.stdout
-        self.durations = {}
-        # files are written into a staging folder and moved into --out at the end: the lines
-        # name the paths the user will find
-        self._stage = (
-            (os.path.join(staging.path, ""), os.path.join(staging.out_dir, ""))
-            if staging is not None and staging.path
-            else None
-        )
-
-    def run(self, title, fn, *args, **kwargs):
-        self.index += 1
-        print("[{}/{}] {} ...".format(self.index, self.total, title), file=self.stream, flush=True)
-        start = time.perf_counter()
-        result = fn(*args, **kwargs)
-        seconds = time.perf_counter() - start
-        self.durations[title] = round(seconds, 3)
-        print("      done in {:.1f} s".format(seconds), file=self.stream, flush=True)
-        return result
-
-    def say(self, text):
-        if self._stage:
-            text = text.replace(*self._stage)
-        print("      " + text, file=self.stream, flush=True)
-
-
-def user_model_spec(name, num_classes, stride, builder=None):
-    """The ModelSpec of a bring-your-own model: ImageNet normalization of 0..1 RGB, no paper."""
-    from ..models.registry import ModelSpec
-
-    return ModelSpec(
-        name=name,
-        builder=builder,
-        family="user",
-        stride=int(stride),
-        dataset=None,
-        num_classes=num_classes,
-    )
-
-
-def _first_line(exc):
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
-    return "{}: {}".format(type(exc).__name__, line[:200]) if line else type(exc).__name__
-
-
-def load_user_model(reference, stride, factory_args=None):
-    """``path/to/file.py:factory`` -> (nn.Module, spec); ``factory_args``: --factory-args.
-
-    This IMPORTS AND RUNS the file, like ``python file.py`` would: the user asked for exactly
-    that by naming it (``--help`` and the README say so). Its failures are one line each.
-    """
-    path, _, factory = reference.rpartition(":")
-    if not os.path.isfile(path):
-        from .._io import missing_file
-
-        raise SegDeployError("--model {}: {}".format(reference, missing_file(path, "file")))
-    module_spec = importlib.util.spec_from_file_location("segexport_user_model", path)
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        raise SegDeployError(
-            "--model {}: importing {} failed: {}".format(reference, path, _first_line(exc))
-        ) from None
-    fn = getattr(module, factory, None)
-    if fn is None or not callable(fn):
-        raise SegDeployError("--model {}: {} has no callable {!r}".format(reference, path, factory))
-    from .user_model import call_factory, parse_factory_args
-
-    model = call_factory(fn, reference, parse_factory_args(factory_args))
-    num_classes = getattr(model, "num_classes", None)
-    if not (isinstance(num_classes, int) and not isinstance(num_classes, bool)):
-        num_classes = None  # an attribute of another meaning: count from the output instead
-    stride_attr = getattr(model, "output_stride", None)
-    if not (isinstance(stride_attr, int) and stride_attr >= 1):
-        stride_attr = None
-    name = os.path.splitext(os.path.basename(path))[0]
-    stride = stride or stride_attr or 32
-    return model, user_model_spec(name, num_classes, stride, fn)
-
-
-def build_model(args):
-    """The PyTorch model, its spec and the checkpoint's SHA-256 (None for random weights)."""
-    from .. import models
-
-    if args.model and ".py:" in args.model:
-        model, spec = load_user_model(args.model, args.stride, getattr(args, "factory_args", None))
-        if args.checkpoint:
-            models.load_checkpoint(model, args.checkpoint, args.unsafe_pickle)
-    else:
-        spec = models.get_spec(args.model)
-        kwargs = {"num_classes": args.num_classes} if args.num_classes else {}
-        model = models.build(args.model, **kwargs)
-        if args.checkpoint:
-            models.load_checkpoint(model, args.checkpoint, args.unsafe_pickle)
-    sha = getattr(model, "segdeploy_checkpoint_sha256", None)
-    return model.eval(), spec, sha
+from .engine_step import build_engine
+from .model_source import build_model
+from .steps import Steps
+from .summary import describe_parity, parity_summary, print_next
 
 
 def tensorrt_version(args):
@@ -202,7 +99,7 @@ def _run_staged(args, stream, staging):
 
         check_engine_args(args, backend)
     int8 = getattr(args, "int8", False)
-    from ..engines.cpu_choice import choice_enabled
+    from .cpu_choice import choice_enabled
 
     # on a CPU with OpenVINO, --backend auto times the installed engines first (one more step)
     timing = args.backend == "auto" and backend == "onnxruntime" and choice_enabled()
@@ -257,8 +154,8 @@ def _run_staged(args, stream, staging):
         else:
             # A zoo model was built with its class count.
             num_classes = args.num_classes or spec.num_classes
+        from ..models.fold import FoldError, count_batchnorms
         from . import fold_batchnorm
-        from .fold import FoldError, count_batchnorms
 
         try:
             folded = steps.run("fold BatchNorm", fold_batchnorm, model)
@@ -274,7 +171,7 @@ def _run_staged(args, stream, staging):
                 "WARNING: BatchNorm not folded ({}); exporting the model as it is, "
                 "ONNX Runtime and TensorRT fold it when they build".format(exc)
             )
-        from .modelcard import make_card
+        from ..models.modelcard import make_card
         from .onnx_export import export_onnx, op_histogram
 
         card = make_card(spec, num_classes, height, width, args.output, profile, args.opset, sha)
@@ -347,8 +244,8 @@ def _run_staged(args, stream, staging):
             "verify FP32 ONNX against PyTorch on {} inputs (ONNX Runtime CPU)".format(len(inputs)),
             verify_fp32,
         )
-        steps.say(_describe(fp32))
-        card["parity"]["fp32"] = _summary(fp32)
+        steps.say(describe_parity(fp32))
+        card["parity"]["fp32"] = parity_summary(fp32)
         report["parity_fp32"] = fp32
         failure = verify.verdict(fp32)
         if failure:
@@ -394,8 +291,8 @@ def _run_staged(args, stream, staging):
             fp16_step,
         )
         if fp16 is not None:
-            steps.say(_describe(fp16))
-            card["parity"]["fp16"] = _summary(fp16)
+            steps.say(describe_parity(fp16))
+            card["parity"]["fp16"] = parity_summary(fp16)
             report["parity_fp16"] = fp16
         fp16_path = os.path.join(stage_dir, name + ".fp16.onnx")
 
@@ -484,7 +381,7 @@ def _run_staged(args, stream, staging):
         report["artifacts"]["onnx_int8"] = staging.final(os.path.basename(int8_path))
 
     # --- engine ---------------------------------------------------------------------------
-    engine_path, engine_card = _build_engine(
+    engine_path, engine_card = build_engine(
         args,
         steps,
         backend,
@@ -515,7 +412,7 @@ def _run_staged(args, stream, staging):
             and os.path.join(stage_dir, os.path.basename(report["dblock"]["path_fp16"])),
         )
         plan = engine_step(
-            _build_engine, args, steps, backend, backend_reason, stage_dir, name,
+            build_engine, args, steps, backend, backend_reason, stage_dir, name,
             staged, profile, trt_version,
         )  # fmt: skip
         if plan:
@@ -540,161 +437,5 @@ def _run_staged(args, stream, staging):
     # The set moves into --out at once, the manifest (report.json) last.
     report = staging.commit([os.path.basename(p) for p in written], report)
     steps.say("report and manifest: {}".format(staging.final("report.json")))
-    _print_next(engine_path or staging.final(name + ".onnx"), card, stream or sys.stdout)
+    print_next(engine_path or staging.final(name + ".onnx"), card, stream or sys.stdout)
     return report
-
-
-def _build_engine(args, steps, backend, reason, out_dir, name, paths, card, profile, trt_version):
-    # out_dir is the staging folder; the timing cache outlives exports, so it lives in --out.
-    # segbuild's code: TensorRT 11 builds FP16 only from NAME.fp16.onnx (written above), older
-    # releases from the FP32 graph with the FP16 flag (their FP16 tactics choose per layer).
-    from ..engines import build_cli
-
-    final_dir = args.out
-
-    onnx_path, fp16_path = paths[:2]
-    int8_path = paths[2] if len(paths) > 2 else None
-    precision = "fp16" if args.fp16 else "fp32"
-    build_source = onnx_path  # segbuild's source_for picks NAME.fp16.onnx for TensorRT 11 FP16
-    if int8_path and (args.print_trtexec or backend == "tensorrt"):
-        from .int8_step import tensorrt_int8
-
-        precision, build_source = tensorrt_int8(precision, onnx_path, int8_path, backend, steps)
-    plan = os.path.join(out_dir, name + ".plan")  # precision is in the sidecar
-    options = {
-        "profile": None if profile.is_static else profile,
-        "timing_cache": args.timing_cache or os.path.join(final_dir, "timing.cache"),
-        "opt_level": args.opt_level,
-        "plugins": tuple(args.plugin),
-    }
-    if args.workspace:
-        options["workspace_mib"] = args.workspace
-    if args.print_trtexec or backend == "tensorrt":
-        trtexec_options = dict(options)
-        if card["input"].get("max_batch"):  # a batch range needs shape flags even when static
-            trtexec_options["profile"] = profile
-        # the command names the files where they end up, not the staging folder
-        line = build_cli.trtexec_line(
-            os.path.join(final_dir, os.path.basename(build_source)),
-            os.path.join(final_dir, os.path.basename(plan)),
-            card,
-            precision,
-            trt_version,
-            trtexec_options,
-        )
-        steps.say("equivalent trtexec command (for building on the device):")
-        print(line, flush=True)
-    if backend == "tensorrt":
-        options["profile"] = profile
-        engine_card = steps.run(
-            "build TensorRT {} engine ({})".format(precision.upper(), reason),
-            build_cli.build,
-            build_source,
-            plan,
-            card,
-            precision,
-            options,
-            lambda text: print(text, file=steps.stream, flush=True),  # silent under -q
-        )
-        return plan, engine_card
-    if backend is None:
-        steps.say("no TensorRT engine built here: {}".format(reason))
-        return None, None
-    from ..engines.cpu_choice import choice_enabled
-
-    # on a CPU with OpenVINO, --backend auto measures the installed engines and builds the fastest
-    if args.backend == "auto" and choice_enabled():
-        from ..engines.cpu_choice import build_fastest_cpu_engine
-
-        return build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason)
-    from ..engines.onnxruntime_builder import build_onnxruntime_engine
-
-    engine_path = os.path.join(out_dir, name + ".ort")
-    engine_card = steps.run(
-        "build ONNX Runtime CPU engine",
-        build_onnxruntime_engine,
-        onnx_path,
-        engine_path,
-        card,
-        threads=args.threads,
-        log=lambda text: print(text, file=steps.stream, flush=True),  # silent under -q
-    )
-    why = "built an ONNX Runtime CPU engine because {}".format(reason.split(";")[0])
-    if args.fp16:
-        why += "; FP16 engines need a GPU, so this engine is FP32 (the FP16 ONNX is written)"
-    steps.say(why)
-    steps.say(
-        "{} ({} graph optimizations, saved in ORT format)".format(
-            os.path.join(final_dir, os.path.basename(engine_path)), "all"
-        )
-    )
-    return engine_path, engine_card
-
-
-def _summary(figures):
-    keys = (
-        "inputs",
-        "label_agreement",
-        "max_abs_logit_error",
-        "max_rel_logit_error",
-        "min_class_iou",
-        "disagreements_near_boundary",
-    )
-    return {k: figures.get(k) for k in keys}
-
-
-def _describe(f):
-    near = f.get("disagreements_near_boundary")
-    text = "label agreement {:.4%} over {} px".format(f["label_agreement"], f["pixels"])
-    if "max_abs_logit_error" in f:
-        text += "; logit error max abs {:.2e}, rel {:.2e}".format(
-            f["max_abs_logit_error"], f["max_rel_logit_error"]
-        )
-    if f.get("min_class_iou") is not None:
-        text += "; min per-class IoU {:.4f}".format(f["min_class_iou"])
-    if near is not None:
-        text += "; {:.0%} of {} disagreements within 2 px of a boundary".format(
-            near, f["disagreeing_pixels"]
-        )
-    return text
-
-
-def _command(script, module):
-    """How to run a console script from here: this interpreter's own, else ``python -m``."""
-    import shlex
-
-    path = os.path.join(os.path.dirname(sys.executable), script)
-    if os.path.isfile(path) and os.access(path, os.X_OK):
-        return shlex.quote(path)
-    return "{} -m {}".format(shlex.quote(sys.executable), module)
-
-
-def _print_next(engine_path, card, stream):
-    """Commands that run as pasted: this environment's scripts, and a frame the first writes."""
-    import shlex
-
-    h, w = card["input"]["height"], card["input"]["width"]
-    out_dir = os.path.dirname(engine_path) or "."
-    frame = os.path.join(out_dir, "frame.png")
-    code = (
-        "import cv2, segdeploy; from segdeploy.samples import street_scene; "
-        "cv2.imwrite({f!r}, street_scene(720, 1280)); "
-        "print(segdeploy.Runtime({e!r}).infer({f!r}).shape)".format(f=frame, e=engine_path)
-    )
-    engine = shlex.quote(engine_path)
-    lines = [
-        "{} -c {}".format(shlex.quote(sys.executable), shlex.quote(code)),
-        "{} --engine {} --source {} --out {}".format(
-            _command("segpredict", "segdeploy.runtime.predict"),
-            engine,
-            shlex.quote(frame),
-            shlex.quote(os.path.join(out_dir, "predict")),
-        ),
-        "{} --engine {} --res {}x{}".format(
-            _command("segbench", "segdeploy.bench.cli"), engine, h, w
-        ),
-    ]
-    print("\nNext (each line runs as pasted; the first writes a sample frame):", file=stream)
-    for line in lines:
-        print("  " + line, file=stream)
-    stream.flush()

@@ -125,7 +125,7 @@ def prepend_uint8_input(model_proto, card, frame_order=FRAME_ORDER):
 def frames_for(card, count, seed=0):
     """``count`` uint8 frames of the card's size in frame (BGR) order: smooth ones, whose labels
     vary in regions, and one of uniform noise."""
-    from ..bench.harness import sample_frame
+    from ..samples import sample_frame
 
     h, w = int(card["input"]["height"]), int(card["input"]["width"])
     frames = [sample_frame(h, w, seed + i) for i in range(max(1, count - 1))]

@@ -23,26 +23,11 @@ import numpy as np
 
 from .. import card as card_mod
 from .._deps import require
+from ..engines.openvino_builder import CARD_RT_KEY, PRECISIONS, cpu_has_bf16, inference_precision  # noqa: F401
 from ..errors import EngineError, SegDeployError
 from .backend import Engine, TensorSpec
 
-PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16"}
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
-CARD_RT_KEY = "segdeploy_card"
-
-
-def inference_precision(variant):
-    """OpenVINO's inference precision for a segdeploy precision name: ``bf16`` and ``int8+bf16``
-    (the INT8 graph) compute what is not INT8 in bf16, every other name in f32."""
-    return "bf16" if variant in ("bf16", "int8+bf16") else "f32"
-
-
-def cpu_has_bf16(core=None):
-    """True when OpenVINO reports native bf16 on the CPU (AVX512_BF16 / AMX)."""
-    try:
-        return "BF16" in (core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") or [])
-    except Exception:
-        return False
 
 
 def _numpy_type(element_type):

@@ -24,9 +24,8 @@ import numpy as np
 
 from .. import card as card_mod
 from .._deps import require
-from ..engines import fingerprint, trt_compat
+from ..engines import cuda_memory, fingerprint, trt_compat
 from ..errors import EngineError, EngineMismatchError
-from . import cuda_memory
 from .backend import Engine, TensorSpec
 
 

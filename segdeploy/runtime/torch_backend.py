@@ -57,7 +57,7 @@ def check_program(path, unsafe=False):
 
 def _card_for(spec, num_classes, height, width, output):
     """The model card of a zoo model, as segexport would write it."""
-    from ..export import make_card
+    from ..models.modelcard import make_card
 
     return make_card(spec, num_classes, height, width, output)
 
@@ -104,7 +104,7 @@ class TorchEngine(Engine):
             raise EngineError("cuda_graphs needs a CUDA device")
         model, spec = self._load(source, checkpoint, num_classes, allow_unsafe_pickle or unsafe)
         if fold_bn:
-            from ..export import fold_batchnorm
+            from ..models.fold import fold_batchnorm
 
             model = fold_batchnorm(model)
         self.path = str(source) if not hasattr(source, "forward") else type(source).__name__

@@ -21,10 +21,9 @@ import trt_stand_ins as stand_ins
 from trt_stand_ins import new
 
 from segdeploy import card as card_mod
-from segdeploy.engines import build_cli, devices, trt_compat
+from segdeploy.engines import build_cli, cuda_memory, devices, trt_compat
 from segdeploy.engines.tensorrt_builder import tensorrt_status
 from segdeploy.errors import EngineError, SegDeployError
-from segdeploy.runtime import cuda_memory
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RELEASES = sorted(stand_ins.RELEASES, key=lambda r: tuple(int(p) for p in r.split(".")))
@@ -380,7 +379,7 @@ def test_pycuda_context_is_popped_before_pycudas_cleanup(fake_pycuda):
     )
     assert armed.returncode == 134 and "not empty" in armed.stderr
     code = (
-        "from segdeploy.runtime import cuda_memory\n"
+        "from segdeploy.engines import cuda_memory\n"
         "import pycuda.driver as d\n"
         "cuda_memory.use_device(0); cuda_memory.use_device(0)\n"
         "assert len(d.STACK) == 1, d.STACK\n"

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from segdeploy.export import fold_batchnorm
-from segdeploy.export.fold import count_batchnorms
 from segdeploy.models import build, list_models
+from segdeploy.models.fold import count_batchnorms
 from segdeploy.models.golden import deterministic_state, probe_input
 
 

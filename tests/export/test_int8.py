@@ -16,8 +16,8 @@ import torch
 
 from segdeploy import Runtime
 from segdeploy.bench.frames import street_scene, write_scenes
+from segdeploy.card import read_onnx_card as read_card
 from segdeploy.export.cli import main
-from segdeploy.export.onnx_export import read_card
 from segdeploy.export.quantize import parse_budget
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "runtime"))
@@ -167,7 +167,7 @@ def test_segexport_built_the_fastest_measured_cpu_engine(exported):
     assert {("onnxruntime", "fp32"), ("openvino", "f32"), ("openvino", "int8")} <= kinds
     import openvino
 
-    from segdeploy.runtime.openvino_backend import cpu_has_bf16
+    from segdeploy.engines.openvino_builder import cpu_has_bf16
 
     if cpu_has_bf16(openvino.Core()):  # INT8 with its FP32 layers in bf16, checked on real frames
         row = next(r for r in rows if r["precision"] == "int8+bf16")

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 from segdeploy import card as card_mod
-from segdeploy.engines import fingerprint, tensorrt_status
+from segdeploy.engines import cuda_memory, fingerprint, tensorrt_status
 from segdeploy.engines.profiles import derive_profile
 from segdeploy.errors import EngineError, EngineMismatchError, MissingDependencyError
-from segdeploy.runtime import cuda_memory
 from segdeploy.runtime.backend import open_engine
 from segdeploy.runtime.tensorrt_backend import preflight
 

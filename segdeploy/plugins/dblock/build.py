@@ -17,9 +17,9 @@ import subprocess
 import sys
 import time
 
-from ... import __version__
 from ..._cli import run_main
 from ..._io import atomic_path, check_writable_dir
+from ..._version import __version__
 from ...errors import MissingDependencyError, SegDeployError
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -27,9 +27,9 @@ import subprocess
 import sys
 import tempfile
 
-from ... import __version__
 from ..._cli import run_main
 from ..._io import write_bytes, write_json
+from ..._version import __version__
 from ...engines import devices
 from ...errors import MissingDependencyError, SegDeployError
 

@@ -20,8 +20,8 @@ import sys
 
 import numpy as np
 
-from ... import __version__
 from ..._cli import run_main
+from ..._version import __version__
 from ...errors import MissingDependencyError, SegDeployError
 from . import compile_check, host
 

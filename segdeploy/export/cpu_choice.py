@@ -9,7 +9,7 @@ median), because which one wins depends on the CPU (VNNI, AVX512_BF16, AMX), the
 versions and the model, and the ranking on one machine does not carry to another. The winner is
 built (``.ort`` or OpenVINO IR ``.xml``); the figures and the reason go into the output and the
 card (``engine.selection``).
-Python 3.6 compatible (imports segdeploy.export only when INT8/bf16 budgets are checked).
+A step of the export pipeline (it verifies and budget-checks candidates), so it lives in export.
 """
 
 import importlib.util
@@ -59,8 +59,8 @@ def _candidates(paths, card, has_bf16, int8_ok):
 
 
 def _open(backend, precision, path, threads):
+    from ..engines.openvino_builder import inference_precision
     from ..runtime.backend import open_engine
-    from ..runtime.openvino_backend import inference_precision
 
     options = {"threads": threads}
     if backend == "openvino":
@@ -93,8 +93,8 @@ def _labels(engine, inputs):
 
 def _real_frames(args, card):
     """Held-out real frames for the bf16 budget, and where they came from; ([], why) if none."""
-    from ..export import verify
-    from ..export.quantize import load_frames
+    from . import verify
+    from .quantize import load_frames
 
     if getattr(args, "calib", None) and args.calib != "random":
         _, heldout, _ = load_frames(args.calib, card, args.calib_count)
@@ -108,8 +108,8 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
     """Time the candidates, build the fastest within budget; returns (engine path, sidecar)."""
     import openvino
 
-    from ..export.quantize import budget_figures, parse_budget
-    from ..runtime.openvino_backend import cpu_has_bf16, inference_precision
+    from ..engines.openvino_builder import cpu_has_bf16, inference_precision
+    from .quantize import budget_figures, parse_budget
 
     has_bf16 = cpu_has_bf16(openvino.Core())
     int8_path = paths[2] if len(paths) > 2 else None
@@ -196,7 +196,7 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
     source_card = card_mod.read_sidecar(source) if int8 else card
     suffix = ".int8" if int8 else (".bf16" if best["precision"] == "bf16" else "")
     if best["backend"] == "openvino":
-        from .openvino_builder import build_openvino_engine
+        from ..engines.openvino_builder import build_openvino_engine
 
         engine_path = os.path.join(out_dir, name + suffix + ".xml")
         sidecar = steps.run(
@@ -210,7 +210,7 @@ def build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason):
             log=steps.say,
         )
     else:
-        from .onnxruntime_builder import build_onnxruntime_engine
+        from ..engines.onnxruntime_builder import build_onnxruntime_engine
 
         engine_path = os.path.join(out_dir, name + suffix + ".ort")
         sidecar = steps.run(

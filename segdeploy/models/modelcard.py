@@ -3,7 +3,8 @@
 import datetime
 import platform
 
-from .. import __version__, datasets
+from .. import datasets
+from .._version import __version__
 from ..card import SCHEMA
 
 
