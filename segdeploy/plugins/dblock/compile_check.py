@@ -16,22 +16,32 @@ Python 3.6 compatible.
 
 import argparse
 import csv
-import ctypes
-import glob
-import importlib.util
 import io
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 
 from ..._cli import run_main
 from ..._io import write_bytes, write_json
 from ..._version import __version__
 from ...engines import devices
-from ...errors import MissingDependencyError, SegDeployError
+from ..cuda_toolchain import (  # noqa: F401  (the check's toolchain, as callers knew it)
+    CompileError,
+    Nvrtc,
+    find_cuda_include,
+    find_nvrtc,
+    find_ptxas,
+    parse_ptxas_report,
+    ptxas_assemble,
+    ptxas_version,
+)
+from .plugin_compile import (  # noqa: F401
+    PLUGIN_SOURCE,
+    compile_plugin,
+    cuda_host_includes,
+    format_plugin_table,
+    tensorrt_version,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNEL = "dblock_kernel.cu"
@@ -47,139 +57,6 @@ TARGETS = ("t4", "gtx1080ti", "jetson-tx2")
 NVRTC_OPTIONS = ("--std=c++11",)
 
 
-CUDA_HOME = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
-
-
-class CompileError(SegDeployError):
-    """NVRTC or ptxas rejected the kernel."""
-
-
-def _wheel_dir(module):
-    spec = importlib.util.find_spec("nvidia")
-    roots = list(spec.submodule_search_locations) if spec else []
-    for root in roots:
-        path = os.path.join(root, module)
-        if os.path.isdir(path):
-            return path
-    return None
-
-
-def find_nvrtc():
-    """Path of libnvrtc from $SEGDEPLOY_NVRTC or the nvidia-cuda-nvrtc-cu12 wheel."""
-    path = os.environ.get("SEGDEPLOY_NVRTC")
-    if path:
-        return path
-    root = _wheel_dir("cuda_nvrtc")
-    found = sorted(glob.glob(os.path.join(root, "lib", "libnvrtc.so*"))) if root else []
-    # A CUDA toolkit install (JetPack puts one in /usr/local/cuda) serves as well.
-    found = found or sorted(glob.glob(os.path.join(CUDA_HOME, "lib64", "libnvrtc.so*")))
-    if not found:
-        raise MissingDependencyError(
-            "NVRTC is not installed; install it with: pip install nvidia-cuda-nvrtc-cu12"
-        )
-    return found[0]
-
-
-def find_cuda_include():
-    """Directory with cuda_fp16.h: $SEGDEPLOY_CUDA_INCLUDE or the nvidia-cuda-runtime-cu12 wheel."""
-    path = os.environ.get("SEGDEPLOY_CUDA_INCLUDE")
-    if not path:
-        root = _wheel_dir("cuda_runtime")
-        path = os.path.join(root, "include") if root else ""
-        if not os.path.isfile(os.path.join(path, "cuda_fp16.h")):
-            path = os.path.join(CUDA_HOME, "include")
-    if not os.path.isfile(os.path.join(path, "cuda_fp16.h")):
-        raise MissingDependencyError(
-            "the CUDA headers (cuda_fp16.h) are not installed; install them with: "
-            "pip install nvidia-cuda-runtime-cu12"
-        )
-    return path
-
-
-def find_ptxas():
-    """Path of ptxas from $SEGDEPLOY_PTXAS or the nvidia-cuda-nvcc-cu12 wheel."""
-    path = os.environ.get("SEGDEPLOY_PTXAS")
-    if not path:
-        root = _wheel_dir("cuda_nvcc")
-        path = os.path.join(root, "bin", "ptxas") if root else ""
-    if not (path and os.path.isfile(path)):
-        raise MissingDependencyError(
-            "ptxas is not installed; install it with: pip install nvidia-cuda-nvcc-cu12"
-        )
-    return path
-
-
-class Nvrtc(object):
-    """The few NVRTC calls needed to compile one source to PTX."""
-
-    def __init__(self, path=None):
-        path = path or find_nvrtc()
-        # libnvrtc dlopens its builtins library by name: load it first from the same directory.
-        for builtins in sorted(
-            glob.glob(os.path.join(os.path.dirname(path), "libnvrtc-builtins.so*"))
-        ):
-            if ".alt." not in builtins:
-                ctypes.CDLL(builtins, mode=ctypes.RTLD_GLOBAL)
-                break
-        try:
-            self.lib = ctypes.CDLL(path)
-        except OSError as exc:
-            raise MissingDependencyError(
-                "cannot load NVRTC from {} ({}); reinstall nvidia-cuda-nvrtc-cu12".format(path, exc)
-            ) from None
-        self.lib.nvrtcGetErrorString.restype = ctypes.c_char_p
-
-    def version(self):
-        major, minor = ctypes.c_int(), ctypes.c_int()
-        self._check(self.lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)), "version")
-        return "{}.{}".format(major.value, minor.value)
-
-    def _check(self, code, what):
-        if code != 0:
-            raise CompileError(
-                "NVRTC {} failed: {}".format(what, self.lib.nvrtcGetErrorString(code).decode())
-            )
-
-    def compile(self, source, name, headers, options):
-        """PTX text of ``source``; ``headers`` maps include names to their text."""
-        prog = ctypes.c_void_p()
-        names = list(headers)
-        hdr = (ctypes.c_char_p * len(names))(*[headers[n].encode() for n in names])
-        inc = (ctypes.c_char_p * len(names))(*[n.encode() for n in names])
-        self._check(
-            self.lib.nvrtcCreateProgram(
-                ctypes.byref(prog), source.encode(), name.encode(), len(names), hdr, inc
-            ),
-            "create program",
-        )
-        try:
-            opts = (ctypes.c_char_p * len(options))(*[o.encode() for o in options])
-            code = self.lib.nvrtcCompileProgram(prog, len(options), opts)
-            size = ctypes.c_size_t()
-            self.lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
-            log = ctypes.create_string_buffer(size.value)
-            self.lib.nvrtcGetProgramLog(prog, log)
-            if code != 0:
-                raise CompileError(
-                    "NVRTC could not compile {} ({}): {}".format(
-                        name, " ".join(options), _first_error(log.value.decode("utf-8", "replace"))
-                    )
-                )
-            self._check(self.lib.nvrtcGetPTXSize(prog, ctypes.byref(size)), "PTX size")
-            ptx = ctypes.create_string_buffer(size.value)
-            self._check(self.lib.nvrtcGetPTX(prog, ptx), "PTX")
-            return ptx.value.decode()
-        finally:
-            self.lib.nvrtcDestroyProgram(ctypes.byref(prog))
-
-
-def _first_error(log):
-    for line in log.splitlines():
-        if "error" in line:
-            return line.strip()
-    return log.strip().splitlines()[0] if log.strip() else "no log"
-
-
 def read_sources():
     with open(os.path.join(HERE, KERNEL), "r") as f:
         source = f.read()
@@ -188,77 +65,6 @@ def read_sources():
         with open(os.path.join(HERE, name), "r") as f:
             headers[name] = f.read()
     return source, headers
-
-
-_FUNC = re.compile(r"Compiling entry function '(\w+)' for '(sm_\d+)'")
-_STACK = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
-_USED = re.compile(r"Used (\d+) registers(?:.*?(\d+) bytes smem)?")
-
-
-def parse_ptxas_report(text):
-    """``ptxas -v`` output -> {kernel: {registers, smem_bytes, stack_bytes, spill_stores, ...}}."""
-    result = {}
-    current = None
-    for line in text.splitlines():
-        m = _FUNC.search(line)
-        if m:
-            current = result.setdefault(m.group(1), {"arch": m.group(2)})
-            continue
-        if current is None:
-            continue
-        m = _STACK.search(line)
-        if m:
-            current["stack_bytes"] = int(m.group(1))
-            current["spill_stores"] = int(m.group(2))
-            current["spill_loads"] = int(m.group(3))
-            continue
-        m = _USED.search(line)
-        if m:
-            current["registers"] = int(m.group(1))
-            current["smem_bytes"] = int(m.group(2) or 0)
-    for name, info in result.items():
-        missing = {"registers", "spill_stores", "spill_loads"} - set(info)
-        if missing:
-            raise CompileError(
-                "ptxas -v gave no {} for {}; its output format changed".format(
-                    ", ".join(sorted(missing)), name
-                )
-            )
-    return result
-
-
-def ptxas_assemble(ptx, sm, ptxas=None, workdir=None):
-    """Assemble PTX for sm_XX with ``ptxas -v``; return (resources per kernel, cubin bytes)."""
-    ptxas = ptxas or find_ptxas()
-    tmp = tempfile.mkdtemp(prefix="dblock-ptxas-", dir=workdir)
-    try:
-        src = os.path.join(tmp, "k.ptx")
-        out = os.path.join(tmp, "k.cubin")
-        with open(src, "w") as f:
-            f.write(ptx)
-        proc = subprocess.run(
-            [ptxas, "-arch=sm_{}".format(sm), "-O3", "-v", src, "-o", out],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        text = proc.stdout.decode("utf-8", "replace")
-        if proc.returncode != 0:
-            raise CompileError(
-                "ptxas could not assemble the kernel for sm_{}: {}".format(sm, _first_error(text))
-            )
-        with open(out, "rb") as f:
-            cubin = f.read()
-        return parse_ptxas_report(text), cubin
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def ptxas_version(ptxas=None):
-    proc = subprocess.run(
-        [ptxas or find_ptxas(), "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    m = re.search(r"release (\d+\.\d+)", proc.stdout.decode("utf-8", "replace"))
-    return m.group(1) if m else "unknown"
 
 
 def run(ptx_archs=PTX_ARCHS, sass_archs=SASS_ARCHS, keep_dir=None):
@@ -495,99 +301,6 @@ def format_roofline(rows, shape=ROOFLINE_SHAPE):
                 r["memory_us"],
                 r["floor_us"],
                 r["bound"],
-            )
-        )
-    return out.getvalue()
-
-
-PLUGIN_SOURCE = "dblock_plugin.cpp"
-
-
-def tensorrt_version(include_dir):
-    """'MAJOR.MINOR.PATCH' from NvInferVersion.h in ``include_dir`` (one level of macro aliases)."""
-    path = os.path.join(include_dir, "NvInferVersion.h")
-    try:
-        with open(path, "r") as f:
-            text = f.read()
-    except OSError:
-        raise SegDeployError(
-            "{} has no NvInferVersion.h; pass TensorRT's include directory".format(include_dir)
-        ) from None
-    macros = dict(re.findall(r"#define\s+(\w+)\s+(\w+)", text))
-
-    def value(name):
-        v = macros.get(name, "?")
-        return macros.get(v, v)
-
-    return ".".join(value("NV_TENSORRT_" + k) for k in ("MAJOR", "MINOR", "PATCH"))
-
-
-def cuda_host_includes():
-    """Include directories for cuda_runtime_api.h (it needs crt/ from the nvcc wheel)."""
-    dirs = [find_cuda_include()]
-    root = _wheel_dir("cuda_nvcc")
-    if root and os.path.isdir(os.path.join(root, "include", "crt")):
-        dirs.append(os.path.join(root, "include"))
-    return dirs
-
-
-def compile_plugin(include_dir, cxx=None):
-    """Compile dblock_plugin.cpp to an object against one TensorRT include directory.
-
-    Returns {'tensorrt', 'include', 'ok', 'object_bytes', 'warnings', 'message'}; warnings count
-    the diagnostics in the plugin's own source (TensorRT's headers are system headers here).
-    """
-    cxx = cxx or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
-    if not cxx:
-        raise MissingDependencyError("no C++ compiler found; install g++ or set CXX")
-    version = tensorrt_version(include_dir)
-    tmp = tempfile.mkdtemp(prefix="dblock-plugin-")
-    try:
-        obj = os.path.join(tmp, "dblock_plugin.o")
-        cmd = [
-            cxx,
-            "-std=c++14",
-            "-O2",
-            "-fPIC",
-            "-Wall",
-            "-Wextra",
-            "-Wno-deprecated-declarations",
-            "-isystem",
-            include_dir,
-        ]
-        for inc in cuda_host_includes():
-            cmd += ["-isystem", inc]
-        cmd += ["-I", HERE, "-c", os.path.join(HERE, PLUGIN_SOURCE), "-o", obj]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        text = proc.stdout.decode("utf-8", "replace")
-        ok = proc.returncode == 0
-        return {
-            "tensorrt": version,
-            "include": include_dir,
-            "ok": ok,
-            "object_bytes": os.path.getsize(obj) if ok else 0,
-            "warnings": len(re.findall(PLUGIN_SOURCE + r":\d+:\d+: warning", text)),
-            "message": "" if ok else _first_error(text),
-        }
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def format_plugin_table(rows):
-    out = io.StringIO()
-    out.write(
-        "\n{:<12} {:<8} {:>12} {:>9}  {}\n".format(
-            "TensorRT", "result", "object B", "warnings", "headers"
-        )
-    )
-    for r in rows:
-        out.write(
-            "{:<12} {:<8} {:>12} {:>9}  {}\n".format(
-                r["tensorrt"],
-                "ok" if r["ok"] else "FAILED",
-                r["object_bytes"],
-                r["warnings"],
-                r["include"] if r["ok"] else r["message"],
             )
         )
     return out.getvalue()
