@@ -74,7 +74,7 @@ def main(argv=None):
 
     import segdeploy
     from segdeploy import models
-    from segdeploy.bench.complexity import complexity
+    from segdeploy.bench.counting import complexity
     from segdeploy.bench.harness import environment, sample_frame
     from segdeploy.bench.peak import measure_cpu_fp32_gflops
     from segdeploy.export import export_onnx, fold_batchnorm, make_card

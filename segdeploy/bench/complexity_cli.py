@@ -18,7 +18,7 @@ def _parse_res(text):
 def complexity_rows(names, input_hw):
     """One dict per model: our counts, and the paper's figures where given at this size."""
     from ..models import build, get_spec
-    from .complexity import complexity
+    from .counting import complexity
 
     rows = []
     for name in names:

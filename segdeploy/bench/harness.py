@@ -73,7 +73,7 @@ def complexity_of(model, height, width):
     if model is None:
         return None, None
     try:
-        from .complexity import complexity
+        from .counting import complexity
     except ImportError:
         return None, None
     counted = complexity(model, (height, width))

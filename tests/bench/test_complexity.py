@@ -1,7 +1,7 @@
 import torch
 
 from segdeploy.bench import complexity
-from segdeploy.bench.complexity import format_count
+from segdeploy.bench.counting import format_count
 from segdeploy.models import build
 
 

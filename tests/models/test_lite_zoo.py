@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from segdeploy.bench.complexity import complexity
+from segdeploy.bench.counting import complexity
 from segdeploy.models import build, get_spec, load_checkpoint
 from segdeploy.models.golden import deterministic_state, probe_input
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from segdeploy.bench.complexity import complexity
+from segdeploy.bench.counting import complexity
 from segdeploy.models import build, get_spec, load_checkpoint
 from segdeploy.models.golden import deterministic_state, probe_input
 from segdeploy.models.swiftnet import SWIFTNET_MEAN, SWIFTNET_STD, spp_grid_pool
