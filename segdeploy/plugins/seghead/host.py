@@ -104,7 +104,7 @@ def _library():
 
 
 def default_scale(in_len, out_len):
-    """ONNX Runtime's scale of an axis resized to ``out_len`` by sizes: float32(out) / float32(in)."""
+    """ONNX Runtime's scale of an axis resized to ``out_len`` by sizes: float32 out / in."""
     return float(np.float32(out_len) / np.float32(in_len))
 
 
@@ -126,7 +126,7 @@ def check_arguments(shape, out_size, scales=None):
 
 
 def seg_head(logits, out_size, align_corners=False, scales=None, fp16=False, return_slow=False):
-    """uint8 labels (N x out_h x out_w) = ArgMax(Resize_bilinear(logits)) with the kernel's arithmetic.
+    """uint8 labels (N x out_h x out_w) = ArgMax(Resize_bilinear(logits)), the kernel's way.
 
     logits: N x C x H x W (C <= 255); out_size: (out_h, out_w); align_corners: True for
     ``align_corners``, False for ``half_pixel`` / ``pytorch_half_pixel``; scales: ONNX Runtime's
@@ -159,5 +159,7 @@ def seg_head(logits, out_size, align_corners=False, scales=None, fp16=False, ret
         ctypes.byref(slow),
     )
     if code != 0:
-        raise ValueError("the fused head's host library rejected the arguments (code {})".format(code))
+        raise ValueError(
+            "the fused head's host library rejected the arguments (code {})".format(code)
+        )
     return (labels, int(slow.value)) if return_slow else labels
