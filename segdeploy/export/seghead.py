@@ -407,3 +407,36 @@ def check(standard_proto, fused_proto, inputs):
                 disagreements += int((a.astype(np.int64) != b.astype(np.int64)).sum())
                 classes.update(np.unique(a).tolist())
     return {"pixels": pixels, "disagreements": disagreements, "classes": len(classes)}
+
+
+def standard_head_graph(classes, height, width, out_size, align_corners=False, opset=13):
+    """The standard head alone: ``logits`` (1 x classes x height x width, float32) -> Resize
+    (linear, sizes; pytorch_half_pixel or align_corners, as the TorchScript exporter writes them)
+    -> ArgMax -> ``labels`` (1 x out_h x out_w, int64). What ``segbench --head`` times."""
+    require("onnx", "the SegHead graph rewrite")
+    from onnx import TensorProto, helper, numpy_helper
+
+    out_h, out_w = (int(v) for v in out_size)
+    sizes = np.array([1, classes, out_h, out_w], np.int64)
+    mode = "align_corners" if align_corners else "pytorch_half_pixel"
+    nodes = [
+        helper.make_node(
+            "Resize",
+            ["logits", "", "", "sizes"],
+            ["resized"],
+            name="head_resize",
+            mode="linear",
+            coordinate_transformation_mode=mode,
+        ),
+        helper.make_node(
+            "ArgMax", ["resized"], ["labels"], name="labels_argmax", axis=1, keepdims=0
+        ),  # fmt: skip
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "head",
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, classes, height, width])],
+        [helper.make_tensor_value_info("labels", TensorProto.INT64, [1, out_h, out_w])],
+        [numpy_helper.from_array(sizes, "sizes")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

@@ -163,3 +163,14 @@ def seg_head(logits, out_size, align_corners=False, scales=None, fp16=False, ret
             "the fused head's host library rejected the arguments (code {})".format(code)
         )
     return (labels, int(slow.value)) if return_slow else labels
+
+
+def sample_logits(classes, height, width, seed=0):
+    """1 x C x h x w float32 logits: square class regions (16 source pixels a side, 128 labels at
+    stride 8; smaller for small inputs, so that there are at least 4 x 4 of them) and noise, so
+    that about a tenth of the labels sit where the regions meet."""
+    rng = np.random.RandomState(seed)
+    side = max(2, min(16, min(height, width) // 4))
+    coarse = rng.standard_normal((1, classes, -(-height // side), -(-width // side))) * 4.0
+    x = np.repeat(np.repeat(coarse, side, 2), side, 3)[:, :, :height, :width]
+    return (x + 0.1 * rng.standard_normal(x.shape)).astype(np.float32)
