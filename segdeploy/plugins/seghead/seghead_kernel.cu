@@ -124,8 +124,9 @@ __device__ __forceinline__ void seghead_body(const T* __restrict__ logits, OutT*
     const int row0 = axis_tap(y_first, p.height, p.out_h, p.scale_h, p.align_corners).i1;
     const int row1 = axis_tap(y_last, p.height, p.out_h, p.scale_h, p.align_corners).i2;
     const int cols = col1 - col0 + 1;
-    const int count = cols * (row1 - row0 + 1);
-    const bool staged = count <= kRegion;  // the same for every thread of the block
+    const long long rect = static_cast<long long>(cols) * (row1 - row0 + 1);
+    const bool staged = rect <= kRegion;  // the same for every thread of the block
+    const int count = staged ? static_cast<int>(rect) : 0;
     if (staged) {
         for (int i = tid; i < count; i += kThreads) {
             const int r = i / cols;
