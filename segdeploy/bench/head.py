@@ -263,8 +263,8 @@ def format_table(result):
 def main_head(args):
     """``segbench --head``: parsed CLI ``args`` (head, res, backends, warmup, iters, device,
     threads, plugin, json). Returns the exit code."""
+    from ..engines.profiles import parse_resolutions
     from .backends import parse_backends
-    from .cli import parse_resolutions
     from .harness import environment
 
     classes, stride = parse_spec(args.head)

@@ -16,9 +16,9 @@ import shutil
 import sys
 import time
 
-from ... import __version__
 from ..._cli import run_main
 from ..._io import atomic_path, check_writable_dir
+from ..._version import __version__
 from ...errors import SegDeployError
 from ..dblock import build as dblock_build
 

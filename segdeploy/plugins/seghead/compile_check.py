@@ -19,9 +19,9 @@ import subprocess
 import sys
 import tempfile
 
-from ... import __version__
 from ..._cli import run_main
 from ..._io import write_json
+from ..._version import __version__
 from ...engines import devices
 from ...errors import MissingDependencyError
 from ..dblock import compile_check as base

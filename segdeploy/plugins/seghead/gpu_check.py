@@ -18,9 +18,9 @@ import sys
 
 import numpy as np
 
-from ... import __version__
 from ..._cli import run_main
 from ..._io import write_json
+from ..._version import __version__
 from ...engines import devices
 from ...errors import SegDeployError
 from ..dblock import compile_check as base

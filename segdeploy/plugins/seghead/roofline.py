@@ -18,8 +18,8 @@ import argparse
 import io
 import sys
 
-from ... import __version__
 from ..._cli import run_main
+from ..._version import __version__
 from ...engines import devices
 from ...errors import SegDeployError
 
