@@ -81,3 +81,13 @@ def test_emulated_kernel_large_and_downscaled(emulator):
     np.testing.assert_array_equal(
         emulate(emulator, big, (20, 250), True), host.seg_head(big, (20, 250), True)
     )
+
+
+def test_emulated_kernel_255_classes(emulator):
+    rng = np.random.default_rng(6)
+    x = planted_logits(rng, 1, 255, 6, 7)
+    x[:, 254] += 4.0  # label 254 in every byte lane of the packed stores
+    want = host.seg_head(x, (24, 28))
+    assert (want == 254).any()
+    for int32 in (False, True):
+        np.testing.assert_array_equal(emulate(emulator, x, (24, 28), False, int32=int32), want)

@@ -148,3 +148,13 @@ def test_bad_arguments_are_refused():
         host.seg_head(np.zeros((1, 3, 2, 2), np.float32), (0, 4))
     with pytest.raises(ValueError, match="scales"):
         host.seg_head(np.zeros((1, 3, 2, 2), np.float32), (4, 4), scales=(2.0, -1.0))
+
+
+def test_255_classes_the_most_uint8_labels_take():
+    rng = np.random.default_rng(9)
+    x = planted_logits(rng, 1, 255, 6, 7)
+    x[:, 254] += 4.0  # the last class wins somewhere: label 254 must survive the uint8 store
+    ref = ort_head(x, (24, 28), "pytorch_half_pixel")
+    got = host.seg_head(x, (24, 28))
+    np.testing.assert_array_equal(got, ref)
+    assert (ref == 254).any()
