@@ -440,3 +440,115 @@ def standard_head_graph(classes, height, width, out_size, align_corners=False, o
         [numpy_helper.from_array(sizes, "sizes")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def _random_feeds(proto, count, seed=0):
+    """``count`` feed dicts of random inputs of the graph's static input shapes."""
+    from onnx import TensorProto
+
+    rng = np.random.RandomState(seed)
+    initializers = set(t.name for t in proto.graph.initializer)
+    feeds = [{} for _ in range(count)]
+    for info in proto.graph.input:
+        if info.name in initializers:
+            continue
+        t = info.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else 0 for d in t.shape.dim]
+        if not dims or min(dims) < 1:
+            raise SegDeployError(
+                "--check needs static input shapes; {} is {} (export at a fixed --res, or "
+                "--check 0)".format(info.name, [d.dim_param or d.dim_value for d in t.shape.dim])
+            )
+        for feed in feeds:
+            if t.elem_type == TensorProto.UINT8:
+                feed[info.name] = rng.randint(0, 256, dims).astype(np.uint8)
+            else:
+                feed[info.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+def main(argv=None):
+    import argparse
+
+    from .._cli import run_main
+    from .._io import check_writable_file, write_bytes
+    from .._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="python -m segdeploy.export.seghead",
+        description="Replace a graph's final Resize + ArgMax with one SegHead plugin node (for "
+        "TensorRT with libseghead_plugin.so) and check its labels against the standard graph in "
+        "ONNX Runtime, SegHead computed by the kernel's host build.",
+    )
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    parser.add_argument("model", help="ONNX graph ending in Resize + ArgMax")
+    parser.add_argument("--out", help="output path (default: MODEL with .seghead.onnx)")
+    parser.add_argument(
+        "--uint8-labels", action="store_true", help="uint8 labels (TensorRT 10+; default int32)"
+    )
+    parser.add_argument(
+        "--check",
+        type=int,
+        default=2,
+        metavar="N",
+        help="random inputs to compare the two graphs on (default 2; 0: no check)",
+    )
+    args = parser.parse_args(argv)
+
+    def body():
+        onnx = require("onnx", "the SegHead graph rewrite")
+        out = args.out or (args.model[: -len(".onnx")] if args.model.endswith(".onnx") else
+                           args.model) + ".seghead.onnx"  # fmt: skip
+        check_writable_file(out, "--out")
+        if args.check < 0:
+            raise SegDeployError("--check must be 0 or more, got {}".format(args.check))
+        try:
+            proto = onnx.load(args.model)
+        except Exception as exc:  # onnx raises several types for a bad file
+            raise SegDeployError("cannot read {} as ONNX: {}".format(args.model, exc)) from None
+        fused, summary = fuse_head(proto, uint8_labels=args.uint8_labels)
+        if not summary["fused"]:
+            reasons = "; ".join(
+                "{}: {}".format(s["argmax"], s["reason"]) for s in summary["skipped"]
+            )
+            raise SegDeployError(
+                "{} has no Resize + ArgMax head to fuse ({})".format(
+                    args.model, reasons or "no ArgMax"
+                )
+            )
+        for head in summary["fused"]:
+            print(
+                "{}: {} -> {} x {} labels ({})".format(
+                    head["node"],
+                    head["input"],
+                    head["out_size"][0],
+                    head["out_size"][1],
+                    "align_corners" if head["align_corners"] else "half_pixel",
+                )  # fmt: skip
+            )
+        if args.check:
+            if args.uint8_labels:
+                raise SegDeployError(
+                    "--check runs int32-label graphs; drop --uint8-labels or --check 0"
+                )
+            figures = check(proto, fused, _random_feeds(proto, args.check))
+            print(
+                "labels: {disagreements} of {pixels} differ from the standard graph "
+                "({classes} classes present)".format(**figures)
+            )
+            if figures["disagreements"]:
+                raise SegDeployError("the SegHead graph's labels differ from the standard graph's")
+        write_bytes(out, fused.SerializeToString())
+        print("wrote {}".format(out))
+        return 0
+
+    return run_main(parser.prog, body, "nothing written")
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

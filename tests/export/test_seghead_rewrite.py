@@ -163,3 +163,23 @@ def test_torch_exported_head():
     assert summary["fused"][0]["out_size"] == [40, 56]
     figures = seghead.check(proto, fused, images(40, 56, count=2, seed=3))
     assert figures["disagreements"] == 0 and figures["classes"] >= 5
+
+
+def test_command_line(tmp_path, capsys):
+    src = tmp_path / "net.onnx"
+    onnx.save(head_graph(out=(64, 96)), str(src))
+    assert seghead.main([str(src), "--check", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "SegHead_0: logits -> 64 x 96 labels (half_pixel)" in text
+    assert "labels: 0 of 12288 differ" in text
+    fused = onnx.load(str(tmp_path / "net.seghead.onnx"))
+    assert [n.op_type for n in fused.graph.node] == ["Conv", "SegHead"]
+    # A graph without the head: one line, exit 2, nothing written.
+    plain = head_graph()
+    del plain.graph.node[2]
+    plain.graph.output[0].CopyFrom(helper.make_tensor_value_info("up", 1, ["N", "C", "H", "W"]))
+    onnx.save(plain, str(tmp_path / "plain.onnx"))
+    assert seghead.main([str(tmp_path / "plain.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no Resize + ArgMax head to fuse (no ArgMax)" in err[0]
+    assert not (tmp_path / "plain.seghead.onnx").exists()
