@@ -92,7 +92,14 @@ def _torch_variants(case, device):
 
     from ..plugins.seghead import torch_head
 
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError:
+        raise SegDeployError("--device takes cpu or cuda[:N], got {!r}".format(device)) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SegDeployError(
+            "--device {}: PyTorch sees no CUDA device here; use --device cpu".format(device)
+        )
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     variants = []
     for precision in ("fp32", "fp16") if dev.type == "cuda" else ("fp32",):

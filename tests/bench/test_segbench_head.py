@@ -57,3 +57,14 @@ def test_plugin_flag_is_accepted_with_head(tmp_path, capsys):
                  str(tmp_path / "missing.so")])  # fmt: skip
     assert code == 2
     assert "goes with --engine" not in capsys.readouterr().err
+
+
+def test_bad_device_is_one_line(capsys):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    code = main(["--head", "--res", "64x64", "--backends", "torch", "--device", "cuda"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no CUDA device" in err[0]
+    assert main(["--head", "--res", "64x64", "--backends", "torch", "--device", "tpu"]) == 2
+    assert "--device takes cpu or cuda" in capsys.readouterr().err
