@@ -263,8 +263,8 @@ def check_arguments(args):
     not_plans = [e for e in args.engine or () if not e.lower().endswith((".plan", ".engine"))]
     if args.plugin and (not_plans or not (args.engine or args.blocks or args.head)):
         raise SegDeployError(
-            "--plugin goes with --engine FILE.plan (a TensorRT engine) or --blocks: {} is not "
-            "a TensorRT plan; drop --plugin".format(
+            "--plugin goes with --engine FILE.plan (a TensorRT engine), --blocks or --head: {} "
+            "is not a TensorRT plan; drop --plugin".format(
                 not_plans[0] if not_plans else "--model " + str(args.model)
             )
         )
