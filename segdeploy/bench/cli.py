@@ -46,6 +46,15 @@ def build_parser():
         "1/16 of --res (default 1024x2048: 1x256x64x128) on --backends, plus the fused "
         "DBlockConv plugin where an engine loads it",
     )
+    what.add_argument(
+        "--head",
+        nargs="?",
+        const="19:8",
+        metavar="C:STRIDE",
+        help="the segmentation head alone (default 19 classes, logits at 1/8 of --res, default "
+        "1024x2048): Resize + ArgMax against the fused SegHead (TensorRT plugin with --plugin, "
+        "PyTorch, the host build) on --backends",
+    )
     parser.add_argument("--checkpoint", help="checkpoint for --model (default: random weights)")
     parser.add_argument(
         "--backends",
@@ -252,10 +261,10 @@ def check_arguments(args):
 
         require("matplotlib", "--plot")
     not_plans = [e for e in args.engine or () if not e.lower().endswith((".plan", ".engine"))]
-    if args.plugin and (not_plans or not (args.engine or args.blocks)):
+    if args.plugin and (not_plans or not (args.engine or args.blocks or args.head)):
         raise SegDeployError(
-            "--plugin goes with --engine FILE.plan (a TensorRT engine) or --blocks: {} is not "
-            "a TensorRT plan; drop --plugin".format(
+            "--plugin goes with --engine FILE.plan (a TensorRT engine), --blocks or --head: {} "
+            "is not a TensorRT plan; drop --plugin".format(
                 not_plans[0] if not_plans else "--model " + str(args.model)
             )
         )
@@ -324,6 +333,10 @@ def _main(args, argv=None):
         from .blocks import main_blocks
 
         return main_blocks(args)
+    if args.head:
+        from .head import main_head
+
+        return main_head(args)
     if args.engine and "://" in args.engine[0]:
         from .served import bench_served
 

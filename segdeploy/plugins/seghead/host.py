@@ -1,0 +1,176 @@
+"""Host build of the fused head kernel: its arithmetic compiled as plain C++, called via ctypes.
+
+``seg_head`` computes ``ArgMax(Resize_bilinear(logits))`` exactly as the CUDA kernel does (the
+same ``__host__ __device__`` functions from ``seghead_common.cuh``), on the CPU: uint8 labels at
+the output size, without the full-resolution logits. Its float arithmetic is ONNX Runtime's
+Resize's, operation for operation, so its labels equal ONNX Runtime's Resize + ArgMax graph (the
+tests show it). It is the reference for the ``SegHead`` node (``segdeploy.export.seghead``) and
+for the kernel on a GPU. The library is compiled on first use with the system C++ compiler and
+cached like the D-block host library (``segdeploy.plugins.dblock.host``), under
+``seghead-host``.
+
+FP16 (``fp16=True``): the kernel reads half logits and converts them to float (exact), so the
+host build rounds the logits to float16 and runs the FP32 arithmetic on them.
+
+Python 3.6 compatible, numpy only.
+"""
+
+import ctypes
+import functools
+import hashlib
+import os
+import subprocess
+import tempfile
+
+import numpy as np
+
+from ...errors import SegDeployError
+from ..dblock import host as dblock_host
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCES = ("seghead_common.cuh", "seghead_host.cpp")
+ABI_VERSION = 1
+MAX_CLASSES = 255
+
+_FLAGS = ("-std=c++11", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
+
+
+class HostBuildError(SegDeployError):
+    """The C++ compiler could not build the fused head's host library."""
+
+
+def cache_dir():
+    """Per-user directory where the compiled host library is kept."""
+    return os.path.join(os.path.dirname(dblock_host.cache_dir()), "seghead-host")
+
+
+def build_library(verbose=False):
+    """Compile the host library if the cache lacks it; return its path."""
+    compiler = dblock_host._compiler()
+    flags = _FLAGS + dblock_host._native_flags(compiler)
+    digest = hashlib.sha256()
+    for name in SOURCES:
+        with open(os.path.join(HERE, name), "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read() + b"\0")
+    digest.update(dblock_host._compiler_version(compiler))
+    digest.update(" ".join(flags).encode())
+    digest.update(dblock_host._cpu_tag().encode())
+    directory = cache_dir()
+    path = os.path.join(directory, "libseghead_host-{}.so".format(digest.hexdigest()[:24]))
+    if os.path.exists(path):
+        return path
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise HostBuildError(
+            "cannot create the cache directory {} ({}); set SEGDEPLOY_CACHE to a writable "
+            "directory".format(directory, exc.strerror or exc)
+        ) from None
+    fd, tmp = tempfile.mkstemp(prefix=".libseghead_host-", suffix=".so.tmp", dir=directory)
+    os.close(fd)
+    cmd = [compiler] + list(flags) + [os.path.join(HERE, "seghead_host.cpp"), "-o", tmp]
+    try:
+        if verbose:
+            print(" ".join(cmd))
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if proc.returncode != 0:
+            lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+            raise HostBuildError(
+                "{} failed to compile the fused head's host library: {}".format(
+                    os.path.basename(compiler), lines[0] if lines else "no output"
+                )
+            )
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)  # atomic: a concurrent build of the same key just wins or loses
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+@functools.lru_cache(maxsize=None)  # noqa: UP033 (functools.cache is 3.9+)
+def _library():
+    lib = ctypes.CDLL(build_library())
+    if lib.segdeploy_seghead_abi_version() != ABI_VERSION:
+        raise HostBuildError("the cached fused head library is stale; delete " + cache_dir())
+    fn = lib.segdeploy_seghead_f32
+    fn.restype = ctypes.c_int
+    fn.argtypes = (
+        [ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_uint8)]
+        + [ctypes.c_int] * 6
+        + [ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.POINTER(ctypes.c_longlong)]
+    )
+    return lib
+
+
+def default_scale(in_len, out_len):
+    """ONNX Runtime's scale of an axis resized to ``out_len`` by sizes: float32 out / in."""
+    return float(np.float32(out_len) / np.float32(in_len))
+
+
+def check_arguments(shape, out_size, scales=None):
+    """Raise ValueError unless (shape, out_size, scales) fit the SegHead contract."""
+    if len(shape) != 4:
+        raise ValueError("logits must be N x C x H x W, got shape {}".format(tuple(shape)))
+    n, c, h, w = (int(v) for v in shape)
+    if not 1 <= c <= MAX_CLASSES:
+        raise ValueError(
+            "the fused head takes 1 to {} classes (uint8 labels), got {}".format(MAX_CLASSES, c)
+        )
+    if h < 1 or w < 1:
+        raise ValueError("logits must have a non-empty H x W, got {} x {}".format(h, w))
+    if len(out_size) != 2 or min(int(v) for v in out_size) < 1:
+        raise ValueError("out_size must be two positive ints (H, W), got {!r}".format(out_size))
+    if scales is not None and (len(scales) != 2 or not min(float(s) for s in scales) > 0):
+        raise ValueError("scales must be two positive floats (H, W), got {!r}".format(scales))
+
+
+def seg_head(logits, out_size, align_corners=False, scales=None, fp16=False, return_slow=False):
+    """uint8 labels (N x out_h x out_w) = ArgMax(Resize_bilinear(logits)), the kernel's way.
+
+    logits: N x C x H x W (C <= 255); out_size: (out_h, out_w); align_corners: True for
+    ``align_corners``, False for ``half_pixel`` / ``pytorch_half_pixel``; scales: ONNX Runtime's
+    (scale_h, scale_w) where the graph's Resize gives scales (default: out / in, as for sizes).
+    With ``return_slow`` also returns how many output pixels needed all classes interpolated.
+    """
+    logits = np.asarray(logits)
+    check_arguments(logits.shape, out_size, scales)
+    if fp16:
+        logits = logits.astype(np.float16)
+    x = np.ascontiguousarray(logits, dtype=np.float32)
+    n, c, h, w = x.shape
+    out_h, out_w = int(out_size[0]), int(out_size[1])
+    if scales is None:
+        scales = (default_scale(h, out_h), default_scale(w, out_w))
+    labels = np.empty((n, out_h, out_w), np.uint8)
+    slow = ctypes.c_longlong(0)
+    code = _library().segdeploy_seghead_f32(
+        x.ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+        labels.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)),
+        n,
+        c,
+        h,
+        w,
+        out_h,
+        out_w,
+        float(scales[0]),
+        float(scales[1]),
+        1 if align_corners else 0,
+        ctypes.byref(slow),
+    )
+    if code != 0:
+        raise ValueError(
+            "the fused head's host library rejected the arguments (code {})".format(code)
+        )
+    return (labels, int(slow.value)) if return_slow else labels
+
+
+def sample_logits(classes, height, width, seed=0):
+    """1 x C x h x w float32 logits: square class regions (16 source pixels a side, 128 labels at
+    stride 8; smaller for small inputs, so that there are at least 4 x 4 of them) and noise, so
+    that about a tenth of the labels sit where the regions meet."""
+    rng = np.random.RandomState(seed)
+    side = max(2, min(16, min(height, width) // 4))
+    coarse = rng.standard_normal((1, classes, -(-height // side), -(-width // side))) * 4.0
+    x = np.repeat(np.repeat(coarse, side, 2), side, 3)[:, :, :height, :width]
+    return (x + 0.1 * rng.standard_normal(x.shape)).astype(np.float32)
