@@ -230,10 +230,10 @@ def test_segbench_precisions_needs_the_int8_graph(tmp_path, capsys):
 
 def test_sensitivity_quantizes_one_layer_at_a_time(exported, tmp_path):
     """The global ranking runs the FP32 graph with exactly one layer's Q/DQ pairs copied in."""
+    from segdeploy.export.budget import _preprocessor
     from segdeploy.export.quantize import (
         Quantizer,
         _expose,
-        _preprocessor,
         _session,
         _with_only,
         keep_fp32,
