@@ -39,6 +39,33 @@ _TRITON_TYPES = {
 }
 
 
+def machine_has_gpu():
+    """Whether this machine has an NVIDIA GPU that a server started here would see: a CUDA
+    device node (``/dev/nvidia0``; ``/dev/nvhost-ctrl-gpu`` on a Jetson) or a GPU under the
+    driver's ``/proc`` folder, and ``CUDA_VISIBLE_DEVICES`` not hiding them all. No CUDA library
+    is loaded: the repository writer and segserve ask this on hosts without one."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1", "none", "NoDevFiles"):
+        return False
+    if os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvhost-ctrl-gpu"):
+        return True
+    gpus = "/proc/driver/nvidia/gpus"
+    return os.path.isdir(gpus) and bool(os.listdir(gpus))
+
+
+def default_device(backend, has_gpu=None):
+    """The instance kind a model gets when none is asked for: a plan runs on a GPU, the Python
+    backend model on the CPU, and ONNX Runtime where this machine computes (gpu when it has one,
+    else cpu: a KIND_GPU instance fails to load on a CPU-only server)."""
+    if backend == "tensorrt_plan":
+        return "gpu"
+    if backend == "python":
+        return "cpu"
+    if has_gpu is None:
+        has_gpu = machine_has_gpu()
+    return "gpu" if has_gpu else "cpu"
+
+
 def backend_for_engine(engine_path):
     """The repository backend an engine file goes with: a plan -> tensorrt_plan, ONNX ->
     onnxruntime."""
@@ -334,9 +361,11 @@ def write_model_repository(
     sidecar next to it). ``backend``: tensorrt_plan | onnxruntime | python (default: by the
     file's suffix). ``max_batch``: Triton's max_batch_size (default: the card's ``max_batch``,
     0 when the graph's batch axis is fixed: no batching). ``device``: gpu | cpu instances
-    (default gpu, cpu for python). ``accelerator``: for onnxruntime, tensorrt (gpu) / openvino
-    (cpu) / none; auto picks by device. Returns {"model_dir", "config", "model_file", "text"}.
-    An existing model folder of that name is replaced whole, never left half-written.
+    (default: ``default_device``, i.e. gpu for a plan, cpu for python, and for onnxruntime
+    gpu when this machine has one, else cpu). ``accelerator``: for onnxruntime, tensorrt
+    (gpu) / openvino (cpu) / none; auto picks by device. Returns {"model_dir", "config",
+    "model_file", "text", "backend", "device", "max_batch_size"}. An existing model folder of
+    that name is replaced whole, never left half-written.
     """
     engine_path = str(engine_path)
     if not os.path.isfile(engine_path):
@@ -368,7 +397,7 @@ def write_model_repository(
             "it".format(max_batch, graph_batch)
         )
     if device is None:
-        device = "cpu" if backend == "python" else "gpu"
+        device = default_device(backend)
     if accelerator == "auto":
         accelerator = "tensorrt" if device == "gpu" else "openvino"
     if accelerator in (None, "none"):
@@ -415,5 +444,6 @@ def write_model_repository(
         "model_file": os.path.join(model_dir, str(int(version)), model_file),
         "text": text,
         "backend": backend,
+        "device": device,
         "max_batch_size": max_batch,
     }

@@ -175,7 +175,8 @@ def parser():
     s.add_argument(
         "--triton-device",
         choices=("gpu", "cpu"),
-        help="Triton instance kind (default gpu; cpu for --triton-backend python); ONNX "
+        help="Triton instance kind (default: gpu when this machine has one, else cpu; cpu "
+        "for --triton-backend python, gpu for a plan); ONNX "
         "Runtime gets the TensorRT accelerator on gpu, OpenVINO on cpu",
     )
     s.add_argument(

@@ -103,8 +103,8 @@ def write_triton(steps, args, name, onnx_path, engine_path, card, precision):
         device=getattr(args, "triton_device", None),
     )
     steps.say(
-        "{} (max_batch_size {}; serve with: tritonserver --model-repository {})".format(
-            result["config"], result["max_batch_size"], args.triton
+        "{} (max_batch_size {}, {} instances; serve it on this machine with: segserve {})".format(
+            result["config"], result["max_batch_size"], result["device"], args.triton
         )
     )
     return result

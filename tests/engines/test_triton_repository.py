@@ -31,10 +31,8 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("triton")
     common = ["--model", "regseg_tiny", "--res", "64x128", "--verify-inputs", "1"]
     repo = root / "repo"
-    assert (
-        segexport(common + ["--input", "uint8", "--triton", str(repo), "--out", str(root / "u8")])
-        == 0
-    )
+    argv = ["--input", "uint8", "--triton", str(repo), "--triton-device", "gpu"]
+    assert segexport(common + argv + ["--out", str(root / "u8")]) == 0
     assert segexport(common + ["--out", str(root / "f32")]) == 0
     return root, repo
 
@@ -109,6 +107,42 @@ def test_backend_variants_parse(exported, tmp_path, backend, device, accelerator
         assert os.path.isfile(os.path.join(result["model_dir"], "1", "model.py"))
         compile(open(os.path.join(result["model_dir"], "1", "model.py")).read(), "model.py", "exec")
     assert config.dynamic_batching.max_queue_delay_microseconds == 500
+
+
+@pytest.mark.parametrize("has_gpu", [True, False])
+def test_default_instance_kind_follows_the_machine(exported, tmp_path, monkeypatch, has_gpu):
+    # A KIND_GPU instance does not load on a CPU-only server: without --triton-device the
+    # ONNX Runtime model gets the kind of the machine that writes it; a plan always runs on a
+    # GPU and the Python backend model on the CPU.
+    from segdeploy.engines import triton
+
+    monkeypatch.setattr(triton, "machine_has_gpu", lambda: has_gpu)
+    onnx = str(exported[0] / "u8" / "regseg_tiny.onnx")
+    config = parse(write_model_repository(tmp_path / "ort", onnx)["config"])
+    kinds = model_config_pb2.ModelInstanceGroup
+    assert config.instance_group[0].kind == (kinds.KIND_GPU if has_gpu else kinds.KIND_CPU)
+    accelerators = config.optimization.execution_accelerators
+    if has_gpu:
+        assert [a.name for a in accelerators.gpu_execution_accelerator] == ["tensorrt"]
+    else:
+        assert [a.name for a in accelerators.cpu_execution_accelerator] == ["openvino"]
+    python = parse(write_model_repository(tmp_path / "py", onnx, backend="python")["config"])
+    assert python.instance_group[0].kind == kinds.KIND_CPU
+    assert triton.default_device("tensorrt_plan", has_gpu=False) == "gpu"
+
+
+def test_machine_has_gpu_reads_devices_not_libraries(monkeypatch):
+    from segdeploy.engines import triton
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert triton.machine_has_gpu() is False  # every GPU hidden from the server
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    present = {"/dev/nvidia0"}
+    monkeypatch.setattr(triton.os.path, "exists", lambda p: p in present)
+    assert triton.machine_has_gpu() is True
+    present.clear()
+    monkeypatch.setattr(triton.os.path, "isdir", lambda p: False)
+    assert triton.machine_has_gpu() is False
 
 
 def test_fixed_batch_graph_gets_no_batching(exported, tmp_path):
