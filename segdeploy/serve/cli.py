@@ -95,13 +95,17 @@ def _check_args(args):
         raise SegDeployError("--timeout must be positive, got {}".format(args.timeout))
 
 
+def _is_repository(path):
+    return os.path.isdir(path) and any(
+        os.path.isfile(os.path.join(path, n, "config.pbtxt")) for n in os.listdir(path)
+    )
+
+
 def _print_docker(args, out):
     from .repository import container_command
 
     source = args.source
-    if not os.path.isdir(source) or not any(
-        os.path.isfile(os.path.join(source, n, "config.pbtxt")) for n in os.listdir(source)
-    ):
+    if not _is_repository(source):
         raise SegDeployError(
             "--print-docker takes a Triton repository; write one for the GPU server with "
             "segexport --triton repo/ --triton-device gpu (or segbuild --triton on that GPU)"
@@ -125,7 +129,9 @@ def serve(args, out):
     has_gpu = machine_has_gpu()
     workdir = tempfile.mkdtemp(prefix="segserve-")
     server = None
-    old = signal.signal(signal.SIGTERM, _raise_on_signal)
+    # SIGINT too: a shell starts `segserve ... &` with SIGINT ignored, and `kill -INT` must
+    # still stop it the way Ctrl-C does.
+    old = {s: signal.signal(s, _raise_on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         repository, models, notes = prepare(args.source, workdir, install, has_gpu, args.name)
         server = TritonProcess(
@@ -162,10 +168,14 @@ def serve(args, out):
             out.result('  Runtime("{}/{}")'.format(server.grpc_url, model.name))
             out.info('  Runtime("{}/{}")'.format(server.http_url, model.name))
         if has_gpu and "tensorrt" not in install.backends:
+            is_repo = _is_repository(args.source)
+            where = args.source if is_repo else "repo/"
             out.info(
                 "{}: this machine has a GPU, which this tritonserver does not use; for ONNX "
-                "Runtime / TensorRT on it: {}".format(
-                    PROG, container_command("repo/", args.http_port, args.grpc_port)
+                "Runtime / TensorRT on it{}: {}".format(
+                    PROG,
+                    "" if is_repo else " (segexport --triton repo/ --triton-device gpu, then)",
+                    container_command(where, args.http_port, args.grpc_port),
                 )
             )
         out.info("{}: serving until Ctrl-C or SIGTERM".format(PROG))
@@ -181,6 +191,8 @@ def serve(args, out):
         return 1
     except (KeyboardInterrupt, _Signalled) as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
+        for other in old:  # a second Ctrl-C must not cut the stop short
+            signal.signal(other, signal.SIG_IGN)
         how = server.stop() if server is not None else "not running"
         shutil.rmtree(workdir, ignore_errors=True)
         name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
@@ -191,7 +203,8 @@ def serve(args, out):
         )
         return 0
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
         if server is not None:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)

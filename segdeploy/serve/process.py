@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from ..errors import SegDeployError
@@ -21,6 +22,7 @@ START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 10
 # Triton's own log lines: "E1207 02:11:58.123456 123 file.cc:42] message"
 _ERROR_LINE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [^\]]*\] ?(.*)$")
+_NOISE = ("CudaDriverHelper has not been initialized.",)
 
 
 def port_in_use(host, port):
@@ -82,8 +84,8 @@ class TritonProcess(object):
     """``tritonserver`` for ``repository`` from ``install`` (a ``ServerInstall``), bound to
     ``host`` only. ``strict``: the server exits when a model fails to load and is ready only
     with every model ready (segserve); off, a broken model stays UNAVAILABLE beside the others
-    (what the serving tests check). ``log``: None keeps the server's output in a file in the
-    temporary folder (``log_tail`` reads it), else a stream to pass it to."""
+    (what the serving tests check). The server's output goes to a file in the temporary folder
+    (``log_tail`` and ``error_line`` read it); ``log``, a stream, also gets it as it comes."""
 
     def __init__(
         self,
@@ -99,7 +101,8 @@ class TritonProcess(object):
         workdir=None,
     ):
         self.install = install
-        self.repository = str(repository)
+        # The server runs in its temporary folder: a relative path would not be found there.
+        self.repository = os.path.abspath(str(repository))
         self.host = host
         self.http_port = int(http_port)
         self.grpc_port = int(grpc_port)
@@ -154,7 +157,7 @@ class TritonProcess(object):
         env = self.install.environ()
         env.update(self.extra_env)
         command = self.command()
-        out = self.log if self.log is not None else open(self.log_path, "wb")
+        out = open(self.log_path, "wb")
         try:
             self.process = subprocess.Popen(
                 command,
@@ -170,8 +173,9 @@ class TritonProcess(object):
             self.stop()
             raise SegDeployError("cannot start {}: {}".format(command[0], exc)) from None
         finally:
-            if self.log is None:
-                out.close()
+            out.close()
+        if self.log is not None:
+            threading.Thread(target=self._echo_log, daemon=True).start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.process.poll()
@@ -194,6 +198,22 @@ class TritonProcess(object):
                 timeout, ": " + why if why else " (a large model loading? raise --timeout)"
             )
         )
+
+    def _echo_log(self):
+        """Copy the server's log to ``self.log`` as it grows (-v), until the server ends."""
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                while True:
+                    line = f.readline()
+                    if line:
+                        self.log.write(line)
+                        self.log.flush()
+                    elif self.running():
+                        time.sleep(0.2)
+                    else:
+                        break
+        except (OSError, ValueError):
+            pass
 
     def _get_json(self, path):
         import urllib.request
@@ -234,13 +254,24 @@ class TritonProcess(object):
             return "(no log)"
 
     def error_line(self):
-        """The last error the server logged (without Triton's prefix), or None."""
-        found = None
-        for line in self.log_tail(400).splitlines():
-            match = _ERROR_LINE.match(line.strip())
-            if match and match.group(1).strip():
-                found = match.group(1).strip()
-        return found
+        """The error that explains a failed start, without Triton's prefix, or None: the first
+        model that failed to load, else the server's fatal ``error: ...`` line, else its last
+        error line (the CUDA probe's complaint on a CPU-only host is no explanation)."""
+        errors, fatal = [], None
+        for line in self.log_tail(2000).splitlines():
+            line = line.strip()
+            match = _ERROR_LINE.match(line)
+            if match:
+                # Newer servers quote the message and escape its line breaks: keep line one.
+                text = match.group(1).strip().strip('"').split("\\n")[0].strip()
+                if text and text not in _NOISE:
+                    errors.append(text)
+            elif line.startswith("error: "):
+                fatal = line[len("error: ") :]
+        for text in errors:
+            if text.startswith("failed to load"):
+                return text
+        return fatal or (errors[-1] if errors else None)
 
     def kill(self):
         """SIGKILL the server and its stubs at once (a crash, as clients see it)."""

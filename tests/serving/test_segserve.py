@@ -14,6 +14,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -264,3 +265,26 @@ def test_python_m_serves_a_gpu_repository_on_the_cpu_and_stops_on_ctrl_c(tmp_pat
     finally:
         if served.process.poll() is None:
             served.stop(signal.SIGTERM)
+
+
+@needs_server
+def test_a_model_that_fails_to_load_is_one_line_and_leaves_nothing(tmp_path):
+    from segdeploy.engines.triton import write_model_repository
+    from segdeploy.export.cli import main as segexport
+
+    argv = ["--model", "regseg_tiny", "--res", "32x64", "--verify-inputs", "1"]
+    assert segexport(argv + ["--backend", "onnxruntime", "--out", str(tmp_path / "out")]) == 0
+    repo = tmp_path / "repo"
+    write_model_repository(repo, str(tmp_path / "out" / "regseg_tiny.onnx"), backend="python")
+    (repo / "regseg_tiny" / "1" / "model.onnx").write_bytes(b"not an ONNX file")
+    env = user_environment(str(tmp_path / "bin"))
+    command = [sys.executable, "-m", "segdeploy.serve", str(repo)]
+    command += ["--http-port", str(free_port()), "--grpc-port", str(free_port())]
+    before = set(os.listdir(tempfile.gettempdir()))
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("segserve: error: tritonserver exited with status ")
+    assert "failed to load 'regseg_tiny'" in line  # Triton's own line: which model, why
+    left = [n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("segserve-")]
+    assert left == []
