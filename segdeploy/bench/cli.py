@@ -55,6 +55,17 @@ def build_parser():
         "1024x2048): Resize + ArgMax against the fused SegHead (TensorRT plugin with --plugin, "
         "PyTorch, the host build) on --backends",
     )
+    what.add_argument(
+        "--compare",
+        metavar="MODELS",
+        help="comma-separated zoo models (e.g. regseg,ddrnet23_slim,stdc1_seg): each exported, "
+        "built on this machine's engine and timed interleaved under one protocol at one --res "
+        "(default 512x1024), beside params, GMACs, the papers' FPS and the device's floor",
+    )
+    parser.add_argument(
+        "--precision",
+        help="for --compare: fp32 (default), fp16 (TensorRT on a GPU) or bf16 (OpenVINO)",
+    )
     parser.add_argument("--checkpoint", help="checkpoint for --model (default: random weights)")
     parser.add_argument(
         "--backends",
@@ -329,6 +340,13 @@ def _main(args, argv=None):
     check_arguments(args)
     if args.zoo:
         return _zoo(args)
+    if args.compare:
+        from .compare import main_compare
+
+        args.backends_given = "--backends" in " ".join(argv or sys.argv[1:])
+        return main_compare(args, argv)
+    if args.precision:
+        raise SegDeployError("--precision goes with --compare (for --engine: --precisions)")
     if args.blocks:
         from .blocks import main_blocks
 

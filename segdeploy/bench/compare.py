@@ -1,0 +1,428 @@
+"""``segbench --compare regseg,ddrnet23_slim,stdc1_seg,...``: RegSeg and its rivals re-timed on
+this machine, one engine, one precision, one protocol, interleaved in one run.
+
+The papers' speed tables mix devices (T4, GTX 1080 Ti, TITAN X, ...), software (PyTorch eager,
+TensorRT) and timing setups; RegSeg's own authors warn that "the FPS across models are not
+directly comparable". Here every named model is exported the way segexport exports it (random
+weights: speed does not depend on them), built on the same engine of this machine (TensorRT on a
+GPU with TensorRT; on a CPU, ONNX Runtime unless OpenVINO is measurably faster on the first
+model), and timed in one loop that runs each model once per round in a rotating order, so that
+load on the machine falls on all of them alike. Each row gives params and GMACs at the size
+timed, the latency and FPS, the speed relative to RegSeg (the median over rounds of RegSeg's time
+over the model's), the share of the device's floor (multiply-adds over the device's peak, see
+``peak.py``) the model reaches, and the paper's own FPS with its device, size and protocol.
+
+torch and the exporter are imported inside the functions: ``import segdeploy.bench`` stays
+torch-free. Python 3.6 compatible.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from ..errors import MissingDependencyError, SegDeployError
+from . import peak as peak_mod
+from . import references, stats
+
+DEFAULT_RES = "512x1024"
+REFERENCE = "regseg"
+PRECISIONS = ("fp32", "fp16", "bf16")
+BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+# OpenVINO replaces ONNX Runtime as the CPU engine only when faster by more than this on the
+# first model (a few rounds on a busy machine differ by a few per cent at random).
+CHOICE_MARGIN = 0.10
+CHOICE_ROUNDS = 3
+PROGRESS_EVERY_S = 15.0
+
+
+# --- what to compare ---------------------------------------------------------------------------
+
+
+def parse_models(text):
+    """``"regseg, ddrnet23_slim"`` -> registered names, in order, each once. An unknown name is
+    one line naming the known models."""
+    names = []
+    for name in str(text).split(","):
+        name = name.strip()
+        if name and name not in names:
+            names.append(name)
+    if not names:
+        raise SegDeployError("--compare takes a comma-separated list of model names")
+    try:
+        from .. import models
+    except ImportError as exc:  # torch is missing: the models cannot be built here
+        raise MissingDependencyError(
+            "--compare exports the models and needs torch and onnx ({}); install "
+            "segdeploy[export]".format(exc)
+        ) from None
+    for name in names:
+        models.get_spec(name)  # UnknownModelError: "unknown model ...; known models: ..."
+    return names
+
+
+def parse_size(text, names):
+    from .cli import parse_resolutions
+
+    sizes = parse_resolutions(text or DEFAULT_RES)
+    if len(sizes) != 1:
+        raise SegDeployError("--compare times one size; give one --res HxW, got {}".format(text))
+    from .. import models
+
+    h, w = sizes[0]
+    for name in names:
+        stride = models.get_spec(name).stride
+        try:
+            parse_resolutions("{}x{}".format(h, w), stride)
+        except SegDeployError as exc:
+            raise SegDeployError("{}: {}".format(name, exc)) from None
+    return h, w
+
+
+def paper_figure(name, spec, height, width):
+    """The paper's FPS for ``name`` with its device, size, protocol and source (a dict), or
+    None: references.py's figure at this size when there is one, else its first (Cityscapes)
+    one, else the registry's ``paper`` dict."""
+    figures = references.matching(name)
+    same = [f for f in figures if (f.height, f.width) == (height, width)]
+    city = [f for f in figures if f.dataset == "cityscapes"]
+    fig = (same or city or figures or [None])[0]
+    if fig is not None:
+        return {
+            "fps": fig.fps,
+            "device": fig.device,
+            "resolution": [fig.height, fig.width],
+            "protocol": fig.protocol,
+            "precision": fig.precision,
+            "software": fig.software,
+            "source": fig.source,
+        }
+    paper = dict(spec.paper or {})
+    if paper.get("fps") is None:
+        return None
+    res = paper.get("fps_resolution") or paper.get("resolution")
+    return {
+        "fps": float(paper["fps"]),
+        "device": paper.get("fps_device"),
+        "resolution": list(res) if res else None,
+        "protocol": paper.get("fps_protocol"),
+        "precision": paper.get("fps_precision"),
+        "software": paper.get("fps_software"),
+        "source": paper.get("source"),
+    }
+
+
+# --- export, engine choice, opening -------------------------------------------------------------
+
+
+def export_models(names, height, width, workdir, say):
+    """[{name, spec, onnx, params, macs}]: each model folded and exported as segexport does."""
+    from .. import models
+    from ..export import export_onnx, fold_batchnorm, make_card
+    from .harness import complexity_of
+
+    exported = []
+    for name in names:
+        spec = models.get_spec(name)
+        model = models.build(name)
+        params, macs = complexity_of(model, height, width)
+        path = os.path.join(workdir, "{}_{}x{}.onnx".format(name, height, width))
+        card = make_card(spec, spec.num_classes, height, width, "labels")
+        start = time.perf_counter()
+        export_onnx(fold_batchnorm(model), path, height=height, width=width, card=card)
+        say(
+            "exported {} ({:.2f} M params, {:.2f} GMACs at {}x{}) in {:.1f} s".format(
+                name, (params or 0) / 1e6, (macs or 0) / 1e9, height, width,
+                time.perf_counter() - start,
+            )
+        )  # fmt: skip
+        exported.append(
+            {"name": name, "spec": spec, "onnx": path, "card": card, "params": params,
+             "macs": macs}
+        )  # fmt: skip
+    return exported
+
+
+def _has(module):
+    import importlib
+
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:
+        return False
+
+
+def _gpu_with_tensorrt():
+    if not _has("tensorrt"):
+        return False
+    try:
+        from ..runtime import cuda_memory
+
+        cuda_memory.device_properties(0)
+        return True
+    except Exception:  # no CUDA device or binding: not a GPU machine for TensorRT
+        return False
+
+
+def check_precision(backend, precision):
+    if precision not in PRECISIONS:
+        raise SegDeployError(
+            "--precision takes one of {} for --compare, got {!r} (int8 needs calibration "
+            "frames for each model: segexport --int8 --calib DIR)".format(
+                ", ".join(PRECISIONS), precision
+            )
+        )
+    if precision == "fp16" and backend != "tensorrt":
+        raise SegDeployError(
+            "--precision fp16 needs TensorRT on a GPU; {} on this CPU computes fp32 (or bf16 "
+            "with OpenVINO where the CPU has it: --precision bf16)".format(backend)
+        )
+    if precision == "bf16":
+        if backend != "openvino":
+            raise SegDeployError(
+                "--precision bf16 runs on OpenVINO (ONNX Runtime's CPU provider has no bf16 "
+                "kernels): add --backends openvino"
+            )
+        from .._deps import require
+        from ..runtime.openvino_backend import cpu_has_bf16
+
+        openvino = require("openvino", "--precision bf16")
+        if not cpu_has_bf16(openvino.Core()):
+            raise SegDeployError(
+                "--precision bf16: this CPU has no native bf16 (OpenVINO reports no BF16); "
+                "use --precision fp32"
+            )
+
+
+def open_engine(backend, item, precision, threads, workdir):
+    from ..runtime.backend import open_engine as open_file
+
+    options = {"threads": threads} if threads else {}
+    if backend == "tensorrt":
+        from ..engines import build_tensorrt_engine
+
+        plan = os.path.splitext(item["onnx"])[0] + ".{}.plan".format(precision)
+        build_tensorrt_engine(
+            item["onnx"], plan, item["card"], precision=precision, log=lambda *a: None
+        )
+        return open_file(plan)
+    if backend == "openvino":
+        from ..runtime.openvino_backend import inference_precision
+
+        options["precision"] = inference_precision(precision)
+    return open_file(item["onnx"], backend=backend, **options)
+
+
+def _feeds(engine, height, width):
+    spec = engine.inputs[0]
+    x = np.random.RandomState(0).standard_normal((1, 3, height, width)).astype(np.float32)
+    return {spec.name: x}
+
+
+def choose_backend(args, exported, precision, height, width, say):
+    """(backend, why): the --backends one, else TensorRT on a GPU that has it, else the faster
+    of ONNX Runtime and OpenVINO on the first model, measured (ONNX Runtime unless OpenVINO wins
+    by more than CHOICE_MARGIN)."""
+    given = getattr(args, "backends_given", False)
+    if given:
+        from .backends import parse_choices
+
+        names = parse_choices("--backends", args.backends, BACKENDS, {"ort": "onnxruntime"})
+        if len(names) != 1:
+            raise SegDeployError(
+                "--compare times every model on one engine: give one --backends name"
+            )
+        return names[0], "asked for (--backends)"
+    if _gpu_with_tensorrt():
+        return "tensorrt", "a GPU with TensorRT"
+    if precision == "bf16":
+        return "openvino", "bf16 runs on OpenVINO"
+    if not _has("openvino"):
+        return "onnxruntime", "OpenVINO is not installed"
+    first = exported[0]
+    engines = {}
+    try:
+        for backend in ("onnxruntime", "openvino"):
+            engines[backend] = open_engine(backend, first, precision, args.threads, None)
+        calls = {}
+        for backend, engine in engines.items():
+            feeds = _feeds(engine, height, width)
+            calls[backend] = (lambda e, f: lambda: e.infer(f))(engine, feeds)
+        samples = time_interleaved(calls, 1, CHOICE_ROUNDS)
+    finally:
+        for engine in engines.values():
+            engine.close()
+    ort, ov = (float(np.median(samples[b])) for b in ("onnxruntime", "openvino"))
+    pick = "openvino" if ov < ort * (1.0 - CHOICE_MARGIN) else "onnxruntime"
+    why = (
+        "{}: onnxruntime {:.1f} ms, openvino {:.1f} ms ({} rounds; OpenVINO must win by "
+        "{:.0f} %)".format(first["name"], ort, ov, CHOICE_ROUNDS, 100 * CHOICE_MARGIN)
+    )
+    say("engine: {} ({})".format(pick, why))
+    return pick, "measured on " + why
+
+
+# --- timing -------------------------------------------------------------------------------------
+
+
+def time_interleaved(calls, warmup, iters, sync=lambda: None, progress=None):
+    """label -> list of ms. Each round runs every model once, the first one rotating, so that
+    a burst of load on the machine is shared by all."""
+    labels = list(calls)
+    for _ in range(warmup):
+        for label in labels:
+            calls[label]()
+    sync()
+    samples = dict((label, []) for label in labels)
+    for i in range(iters):
+        k = i % len(labels)
+        for label in labels[k:] + labels[:k]:
+            start = time.perf_counter()
+            calls[label]()
+            sync()
+            samples[label].append((time.perf_counter() - start) * 1e3)
+        if progress is not None:
+            progress(i + 1, iters)
+    return samples
+
+
+class _Lines(object):
+    """Plain progress lines on stderr (every PROGRESS_EVERY_S), for logs as for terminals."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+        self.last = time.monotonic()
+
+    def __call__(self, done, total):
+        now = time.monotonic()
+        if self.enabled and (now - self.last >= PROGRESS_EVERY_S or done == total):
+            self.last = now
+            print("segbench: round {}/{}".format(done, total), file=sys.stderr)
+            sys.stderr.flush()
+
+
+def run_compare(args, argv=None, say=print):
+    """Export, choose the engine, open every model, time them interleaved; the result dict
+    (``rows`` in the order named, plus what was run and where)."""
+    from .harness import _make_step, environment
+    from .protocols import describe_scope, get
+
+    names = parse_models(args.compare)
+    height, width = parse_size(args.res, names)
+    precision = str(args.precision or "fp32").lower()
+    # Refusals that need no export come before the minutes of exporting.
+    if precision == "fp16" and not getattr(args, "backends_given", False):
+        check_precision("tensorrt" if _gpu_with_tensorrt() else "onnxruntime", precision)
+    elif precision != "fp16":
+        check_precision("openvino" if precision == "bf16" else "onnxruntime", precision)
+    protocol = get(args.protocol, args.warmup, args.iters)
+    workdir = tempfile.mkdtemp(prefix="segbench-compare-")
+    engines = {}
+    try:
+        exported = export_models(names, height, width, workdir, say)
+        backend, why = choose_backend(args, exported, precision, height, width, say)
+        check_precision(backend, precision)
+        steps, scope = {}, None
+        for item in exported:
+            engine = open_engine(backend, item, precision, args.threads, workdir)
+            engines[item["name"]] = engine
+            steps[item["name"]], scope = _make_step(
+                engine, protocol, height, width, (height, width)
+            )
+        first = engines[names[0]]
+        device_kind = getattr(first, "device_kind", "cpu")
+        sync = getattr(first, "synchronize", None) or (lambda: None)
+        # One untimed round gives the estimate the user sees before the long part.
+        start = time.perf_counter()
+        for label in names:
+            steps[label]()
+        sync()
+        round_s = time.perf_counter() - start
+        say(
+            "timing {} models x {} rounds ({} warm-up), interleaved, {} {} on {}: about "
+            "{:.0f} s".format(
+                len(names), protocol.iters, protocol.warmup, backend, precision, device_kind,
+                round_s * (protocol.iters + protocol.warmup),
+            )
+        )  # fmt: skip
+        samples = time_interleaved(
+            steps, protocol.warmup, protocol.iters, sync, _Lines(args.verbose_progress)
+        )
+        versions = environment()
+        for engine in engines.values():
+            if hasattr(engine, "versions"):
+                versions.update(engine.versions())
+    finally:
+        for engine in engines.values():
+            engine.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    peak = peak_mod.device_peak(device_kind, precision, {})
+    reference = REFERENCE if REFERENCE in names else names[0]
+    ref = np.asarray(samples[reference], dtype=np.float64)
+    rows = []
+    for item in exported:
+        name = item["name"]
+        ms = np.asarray(samples[name], dtype=np.float64)
+        summary = stats.summarize(ms)
+        floor = peak_mod.floor_ms(item["macs"], peak)
+        rows.append(
+            {
+                "model": name,
+                "params": item["params"],
+                "macs": item["macs"],
+                "latency_ms": summary,
+                "fps": summary["fps"],
+                "speed_vs_reference": float(np.median(ref / ms)),
+                "floor_ms": floor,
+                "floor_share": floor / summary["median"] if floor else None,
+                "spread_warning": stats.spread_warning(summary),
+                "paper": paper_figure(name, item["spec"], height, width),
+                "samples_ms": [round(float(v), 4) for v in ms],
+            }
+        )
+    return {
+        "models": names,
+        "reference": reference,
+        "resolution": [height, width],
+        "backend": backend,
+        "backend_choice": why,
+        "precision": precision,
+        "protocol": protocol.name,
+        "protocol_source": protocol.source,
+        "warmup": protocol.warmup,
+        "iters": protocol.iters,
+        "scope": scope,
+        "scope_text": describe_scope(scope, device_kind),
+        "timing": "interleaved: each round runs every model once, the first one rotating",
+        "device": device_kind,
+        "device_name": peak.device if device_kind == "cuda" else versions.get("cpu"),
+        "threads": args.threads,
+        "peak_gflops": peak.gflops,
+        "peak_source": peak.source,
+        "versions": versions,
+        "rows": rows,
+    }
+
+
+def main_compare(args, argv=None):
+    """``segbench --compare``: the table, and --json / --csv / --plot when asked for."""
+    from .._cli import QUIET, Printer, verbosity
+    from .compare_report import format_table, write_csv, write_json, write_plot
+
+    level = verbosity(args)
+    out = Printer(level)
+    args.verbose_progress = level > QUIET and not getattr(args, "no_progress", False)
+    result = run_compare(args, argv, say=out.info)
+    from .cli import command_line
+
+    result["command"] = command_line(argv)
+    out.result(format_table(result))
+    for path, write in ((args.json, write_json), (args.csv, write_csv), (args.plot, write_plot)):
+        if path:
+            write(path, result)
+            out.info("wrote {}".format(path))
+    return 0
