@@ -52,8 +52,12 @@ def paper_text(paper):
     return "{:.1f} ({})".format(paper["fps"], ", ".join(details))
 
 
+ROW = "{:<{}} {:>9} {:>8} {:>10} {:>8} {:>9} {:>8}  {}"
+
+
 def format_table(result):
     ref = result["reference"]
+    width = max([18] + [len(r["model"]) for r in result["rows"]])
     head = [
         "segbench --compare at {}: {} {} on {} ({} threads), protocol {}: {} warm-up + {} "
         "rounds, {}".format(
@@ -74,8 +78,9 @@ def format_table(result):
             _num(result["peak_gflops"], "{:.0f}"), result["peak_source"]
         ),
         "",
-        "{:<18} {:>9} {:>8} {:>10} {:>8} {:>9} {:>8}  {}".format(
+        ROW.format(
             "model",
+            width,
             "params M",
             "GMACs",
             "median ms",
@@ -88,8 +93,9 @@ def format_table(result):
     lines = list(head)
     for row in result["rows"]:
         lines.append(
-            "{:<18} {:>9} {:>8} {:>10} {:>8} {:>9} {:>8}  {}".format(
+            ROW.format(
                 row["model"],
+                width,
                 _num(row["params"], "{:.2f}", 1e6),
                 _num(row["macs"], "{:.2f}", 1e9),
                 _num(row["latency_ms"]["median"], "{:.1f}"),
@@ -106,6 +112,11 @@ def format_table(result):
         "paper FPS: each paper's own device, size, software and protocol, kept beside the "
         "measurement, not compared with it: compare the ratios measured here.",
     ]
+    if any((r["floor_share"] or 0) > 1 for r in result["rows"]):
+        lines.append(
+            "floor % above 100: the peak was measured low (a busy machine slows the matrix "
+            "product that measures it); re-run on a quiet machine."
+        )
     for row in result["rows"]:
         if row.get("spread_warning"):
             lines.append("{}: {}".format(row["model"], row["spread_warning"]))

@@ -24,10 +24,10 @@ from ..errors import SegDeployError
 
 PROG = "segserve"
 EPILOG = """examples:
-  segserve out/regseg.onnx                 the graph segexport wrote (card beside it)
-  segserve repo/                           a repository from segexport --triton repo/
-  segserve out/ --grpc-port 9001           another port (--http-port for HTTP)
-  segserve repo/ --print-docker            the container command for a GPU server
+  segserve out/regseg.onnx          the graph segexport wrote (card beside it)
+  segserve repo/                    a repository from segexport --triton repo/
+  segserve out/ --grpc-port 9001    another port (--http-port for HTTP)
+  segserve repo/ --print-docker     the container command for a GPU server
 
 Then, in Python: segdeploy.Runtime("grpc://127.0.0.1:8001/regseg").infer(frame)
 """
