@@ -344,7 +344,7 @@ def _main(args, argv=None):
         from .compare import main_compare
 
         args.backends_given = "--backends" in " ".join(argv or sys.argv[1:])
-        return main_compare(args, argv)
+        return main_compare(args, command_line(argv))
     if args.precision:
         raise SegDeployError("--precision goes with --compare (for --engine: --precisions)")
     if args.blocks:

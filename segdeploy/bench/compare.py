@@ -65,20 +65,22 @@ def parse_models(text):
 
 
 def parse_size(text, names):
-    from .cli import parse_resolutions
-
-    sizes = parse_resolutions(text or DEFAULT_RES)
-    if len(sizes) != 1:
-        raise SegDeployError("--compare times one size; give one --res HxW, got {}".format(text))
+    """The one ``--res`` size (default 512x1024), a multiple of every named model's stride."""
     from .. import models
+    from ..engines.profiles import parse_hw
 
-    h, w = sizes[0]
+    items = [t.strip() for t in str(text or DEFAULT_RES).split(",") if t.strip()]
+    if len(items) != 1:
+        raise SegDeployError("--compare times one size; give one --res HxW, got {}".format(text))
+    h, w = parse_hw(items[0], "--res (HxW)")
     for name in names:
         stride = models.get_spec(name).stride
-        try:
-            parse_resolutions("{}x{}".format(h, w), stride)
-        except SegDeployError as exc:
-            raise SegDeployError("{}: {}".format(name, exc)) from None
+        if h % stride or w % stride:
+            raise SegDeployError(
+                "{}: --res {}x{} is not a multiple of its stride {}; {}x{} works".format(
+                    name, h, w, stride, -(-h // stride) * stride, -(-w // stride) * stride
+                )
+            )
     return h, w
 
 
@@ -323,7 +325,7 @@ class _Lines(object):
             sys.stderr.flush()
 
 
-def run_compare(args, argv=None, say=print):
+def run_compare(args, say=print):
     """Export, choose the engine, open every model, time them interleaved; the result dict
     (``rows`` in the order named, plus what was run and where)."""
     from .harness import _make_step, environment
@@ -427,18 +429,17 @@ def run_compare(args, argv=None, say=print):
     }
 
 
-def main_compare(args, argv=None):
-    """``segbench --compare``: the table, and --json / --csv / --plot when asked for."""
+def main_compare(args, command=None):
+    """``segbench --compare``: the table, and --json / --csv / --plot when asked for.
+    ``command``: the command line as typed, kept in the JSON (segbench's cli passes it)."""
     from .._cli import QUIET, Printer, verbosity
     from .compare_report import format_table, write_csv, write_json, write_plot
 
     level = verbosity(args)
     out = Printer(level)
     args.verbose_progress = level > QUIET and not getattr(args, "no_progress", False)
-    result = run_compare(args, argv, say=out.info)
-    from .cli import command_line
-
-    result["command"] = command_line(argv)
+    result = run_compare(args, say=out.info)
+    result["command"] = command
     out.result(format_table(result))
     for path, write in ((args.json, write_json), (args.csv, write_csv), (args.plot, write_plot)):
         if path:

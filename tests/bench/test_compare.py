@@ -60,6 +60,7 @@ def test_compare_times_any_registered_models_interleaved(tmp_path, capsys, new_m
     text = capsys.readouterr().out
     result = json.load(open(out["json"]))
     assert result["models"] == ["regseg_tiny", NEW_MODEL]
+    assert result["command"].startswith("segbench --compare regseg_tiny," + NEW_MODEL)
     # regseg is not in the list: speeds are relative to the first model
     assert result["reference"] == "regseg_tiny"
     assert result["resolution"] == [32, 64] and result["iters"] == 3
@@ -110,7 +111,10 @@ def test_paper_figures_come_from_references_then_the_registry():
         (["--compare", "regseg,nosuchnet"], ["unknown model 'nosuchnet'", "known models: "]),
         (["--compare", "regseg_tiny", "--precision", "fp16"], ["fp16 needs TensorRT on a GPU"]),
         (["--compare", "regseg_tiny", "--precision", "int8"], ["calibration frames"]),
-        (["--compare", "regseg_tiny", "--res", "64x100"], ["regseg_tiny: ", "stride"]),
+        (
+            ["--compare", "regseg_tiny", "--res", "64x100"],
+            ["regseg_tiny: --res 64x100 is not a multiple of its stride", "64x112 works"],
+        ),
         (["--compare", "regseg_tiny", "--res", "64x128,128x256"], ["one --res"]),
         (["--engine", "x.onnx", "--precision", "fp32"], ["--precision goes with --compare"]),
     ],
