@@ -162,7 +162,7 @@ def _gpu_with_tensorrt():
     if not _has("tensorrt"):
         return False
     try:
-        from ..runtime import cuda_memory
+        from ..engines import cuda_memory
 
         cuda_memory.device_properties(0)
         return True
@@ -190,7 +190,7 @@ def check_precision(backend, precision):
                 "kernels): add --backends openvino"
             )
         from .._deps import require
-        from ..runtime.openvino_backend import cpu_has_bf16
+        from ..engines.openvino_builder import cpu_has_bf16
 
         openvino = require("openvino", "--precision bf16")
         if not cpu_has_bf16(openvino.Core()):
@@ -213,7 +213,7 @@ def open_engine(backend, item, precision, threads, workdir):
         )
         return open_file(plan)
     if backend == "openvino":
-        from ..runtime.openvino_backend import inference_precision
+        from ..engines.openvino_builder import inference_precision
 
         options["precision"] = inference_precision(precision)
     return open_file(item["onnx"], backend=backend, **options)

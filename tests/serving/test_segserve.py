@@ -185,8 +185,7 @@ def save_varied_checkpoint(path, name, seed=0):
 @needs_server
 @pytest.mark.slow
 def test_documented_serving_lines_run_as_written(tmp_path):
-    from segdeploy.bench.harness import sample_frame
-    from segdeploy.samples import street_scene
+    from segdeploy.samples import sample_frame, street_scene
 
     lines = documented_lines(os.path.join(REPO, "docs", "serving.md"))
     work = tmp_path / "user"
@@ -235,8 +234,8 @@ def test_python_m_serves_a_gpu_repository_on_the_cpu_and_stops_on_ctrl_c(tmp_pat
     # A repository written for a GPU server (ONNX Runtime backend, KIND_GPU): pip's server has
     # neither that backend nor, here, a GPU, so segserve serves its ONNX graph through the
     # Python backend on the CPU and leaves the repository as it was.
-    from segdeploy.bench.harness import sample_frame
     from segdeploy.export.cli import main as segexport
+    from segdeploy.samples import sample_frame
 
     save_varied_checkpoint(tmp_path / "tiny.pth", "regseg_tiny", seed=2)
     argv = ["--model", "regseg_tiny", "--checkpoint", str(tmp_path / "tiny.pth")]
