@@ -27,6 +27,7 @@ import numpy as np
 from ..errors import MissingDependencyError, SegDeployError
 from . import peak as peak_mod
 from . import references, stats
+from .interleave import time_interleaved
 
 DEFAULT_RES = "512x1024"
 REFERENCE = "regseg"
@@ -287,27 +288,6 @@ def best_peak(*peaks):
     if len(known) > 1 and best.source.startswith("measured"):
         best = best._replace(source=best.source + ", best of before and after the timed loop")
     return best
-
-
-def time_interleaved(calls, warmup, iters, sync=lambda: None, progress=None):
-    """label -> list of ms. Each round runs every model once, the first one rotating, so that
-    a burst of load on the machine is shared by all."""
-    labels = list(calls)
-    for _ in range(warmup):
-        for label in labels:
-            calls[label]()
-    sync()
-    samples = dict((label, []) for label in labels)
-    for i in range(iters):
-        k = i % len(labels)
-        for label in labels[k:] + labels[:k]:
-            start = time.perf_counter()
-            calls[label]()
-            sync()
-            samples[label].append((time.perf_counter() - start) * 1e3)
-        if progress is not None:
-            progress(i + 1, iters)
-    return samples
 
 
 class _Lines(object):

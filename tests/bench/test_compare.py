@@ -129,3 +129,13 @@ def test_compare_refusals_are_one_line_before_any_export(capsys, monkeypatch, ar
     for word in words:
         assert word in err
     assert exported == []
+
+
+def test_interleaved_rounds_rotate_the_first_model():
+    from segdeploy.bench.interleave import time_interleaved
+
+    order = []
+    calls = {name: (lambda n: lambda: order.append(n))(name) for name in "abc"}
+    samples = time_interleaved(calls, warmup=1, iters=3)
+    assert order == list("abc") + list("abc") + list("bca") + list("cab")
+    assert [len(samples[n]) for n in "abc"] == [3, 3, 3]
