@@ -150,6 +150,8 @@ def assert_stopped_whole(served, code, name):
     assert match, served.output()
     workdir = match.group(1)
     assert not os.path.exists(workdir)
+    shm = "segserve_{}_".format(served.process.pid)  # the Python backend's regions
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(shm)]
     for pid in os.listdir("/proc"):
         try:
             with open("/proc/{}/cmdline".format(pid), "rb") as f:
@@ -255,6 +257,8 @@ def test_python_m_serves_a_gpu_repository_on_the_cpu_and_stops_on_ctrl_c(tmp_pat
         assert url == "grpc://127.0.0.1:{}/regseg_tiny".format(grpc)
         assert "this tritonserver has no onnxruntime backend" in served.output()
         assert "Python backend (ONNX Runtime on the CPU), KIND_CPU" in served.output()
+        shm = "segserve_{}_".format(served.process.pid)
+        assert [n for n in os.listdir("/dev/shm") if n.startswith(shm)]  # removed at the stop
         frames = [sample_frame(64, 128, s) for s in range(3)] + [sample_frame(90, 170, 7)]
         labels_agree(url, str(tmp_path / "out" / "regseg_tiny.onnx"), frames)
         code = served.stop(signal.SIGINT)  # what Ctrl-C sends
