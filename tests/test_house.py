@@ -35,7 +35,7 @@ FLOORS = {
     "bench": 6,  # segbench (it exports zoo models for the torch/ONNX comparisons)
     "eval": 6,  # segeval
     "check": 7,  # segdeploy-check: the whole first contact with a device
-    "serving": 7,  # segserve: a Triton server for an exported engine
+    "serve": 7,  # segserve: a Triton server for an exported engine (python -m segdeploy.serve)
     "": 8,  # the package root: ``import segdeploy`` re-exports Runtime
 }
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from segdeploy import models
-from segdeploy.bench import cli, compare, compare_report
-from segdeploy.bench.complexity import complexity
+from segdeploy.bench import cli, compare, compare_report, complexity
 from segdeploy.models import registry
 
 NEW_MODEL = "compare_test_net"  # registered only for this module: "any registered name"
