@@ -290,6 +290,17 @@ def best_peak(*peaks):
     return best
 
 
+def _synchronized(step, sync):
+    if sync is None:
+        return step
+
+    def call():
+        step()
+        sync()
+
+    return call
+
+
 class _Lines(object):
     """Plain progress lines on stderr (every PROGRESS_EVERY_S), for logs as for terminals."""
 
@@ -330,17 +341,14 @@ def run_compare(args, say=print):
         for item in exported:
             engine = open_engine(backend, item, precision, args.threads, workdir)
             engines[item["name"]] = engine
-            steps[item["name"]], scope = _make_step(
-                engine, protocol, height, width, (height, width)
-            )
-        first = engines[names[0]]
-        device_kind = getattr(first, "device_kind", "cpu")
-        sync = getattr(first, "synchronize", None) or (lambda: None)
+            step, scope = _make_step(engine, protocol, height, width, (height, width))
+            # Each engine has its own stream: the time of a call ends when its engine is done.
+            steps[item["name"]] = _synchronized(step, getattr(engine, "synchronize", None))
+        device_kind = getattr(engines[names[0]], "device_kind", "cpu")
         # One untimed round gives the estimate the user sees before the long part.
         start = time.perf_counter()
         for label in names:
             steps[label]()
-        sync()
         round_s = time.perf_counter() - start
         say(
             "timing {} models x {} rounds ({} warm-up), interleaved, {} {} on {}: about "
@@ -351,7 +359,7 @@ def run_compare(args, say=print):
         )  # fmt: skip
         before = device_peak(device_kind, precision)
         samples = time_interleaved(
-            steps, protocol.warmup, protocol.iters, sync, _Lines(args.verbose_progress)
+            steps, protocol.warmup, protocol.iters, progress=_Lines(args.verbose_progress)
         )
         peak = best_peak(before, device_peak(device_kind, precision))
         versions = environment()
