@@ -10,14 +10,25 @@ itself is imported on first use. ``SEGDEPLOY_CUDA=pycuda|cuda-python`` overrides
     dev = cuda_memory.DeviceBuffer(nbytes)       # dev.ptr is what TensorRT wants
     cuda_memory.copy_to_device(dev, host, nbytes, stream); ...; stream.synchronize()
 
+CUDA contexts are per thread: a context made current in one thread is not current in another (a
+web server's worker, a user's thread pool). Every entry point here (allocating, copying,
+synchronizing, and ``TensorRTEngine.infer`` through ``on_device``) makes its object's device
+current in the calling thread first: pycuda pushes the device's retained primary context around
+the call (and pops it after) unless it is current already; cuda-python calls ``cudaSetDevice``
+once per thread and device (the runtime API keeps the choice per thread). Which device each thread
+has is kept in thread-local bookkeeping (``on_device``), so a call on the thread that is already
+on the device costs one attribute lookup.
+
 Python 3.6 compatible.
 """
 
 import atexit
+import contextlib
 import ctypes
 import importlib
 import importlib.util
 import os
+import threading
 
 import numpy as np
 
@@ -116,6 +127,7 @@ class _CudaPython(object):
             self.rt = importlib.import_module("cuda.bindings.runtime")
         except ImportError:
             self.rt = require("cuda.cudart", "CUDA memory")
+        self._local = threading.local()
 
     def _check(self, result, what):
         err = result[0] if isinstance(result, tuple) else result
@@ -182,6 +194,19 @@ class _CudaPython(object):
 
     def set_device(self, index):
         self._check(self.rt.cudaSetDevice(index), "set device")
+        self._local.device = index
+
+    def enter(self, index):
+        """Make ``index`` current in the calling thread; nothing to undo (see ``leave``).
+
+        The runtime API keeps one current device per thread, so a thread that never called
+        ``cudaSetDevice`` runs on device 0: call it once per thread and device."""
+        if getattr(self._local, "device", None) != index:
+            self.set_device(index)
+        return None
+
+    def leave(self, token):
+        pass  # the thread keeps its device, as the runtime API does
 
     def malloc(self, nbytes):
         return int(self._check(self.rt.cudaMalloc(nbytes), "malloc"))
@@ -236,6 +261,7 @@ class _PyCuda(object):
         self._context = None
         self._index = None
         self._registered = False
+        self._primary = {}  # device index -> its retained primary context (one per process)
 
     def device_count(self):
         return self.cuda.Device.count()
@@ -255,25 +281,47 @@ class _PyCuda(object):
         if self._context is not None and self._index == index:
             return
         self.close()
-        context = self.cuda.Device(index).retain_primary_context()
+        context = self.primary_context(index)
         context.push()
         self._context, self._index = context, index
         if not self._registered:
             atexit.register(self.close)
             self._registered = True
 
+    def primary_context(self, index):
+        """Device ``index``'s primary context (TensorRT's runtime uses it), retained once."""
+        context = self._primary.get(index)
+        if context is None:
+            context = self._primary[index] = self.cuda.Device(index).retain_primary_context()
+        return context
+
+    def enter(self, index):
+        """Push device ``index``'s primary context in the calling thread unless it is current
+        there already; returns what ``leave`` must pop (None: nothing)."""
+        context = self.primary_context(index)
+        current = self.cuda.Context.get_current()
+        if current is not None and current == context:
+            return None
+        context.push()
+        return context
+
+    def leave(self, token):
+        if token is not None:
+            self.cuda.Context.pop()
+
     def close(self):
         """Pop the context ``set_device`` pushed (if it is still the current one) and release
-        it. Safe to call twice."""
+        the retained primary contexts. Safe to call twice."""
         context, self._context = self._context, None
-        if context is None:
-            return
+        retained, self._primary = list(self._primary.values()), {}
         try:
-            current = self.cuda.Context.get_current()
-            if current is not None and current == context:
-                self.cuda.Context.pop()
+            if context is not None:
+                current = self.cuda.Context.get_current()
+                if current is not None and current == context:
+                    self.cuda.Context.pop()
         finally:
-            context.detach()
+            for each in retained:
+                each.detach()
 
     def malloc(self, nbytes):
         allocation = self.cuda.mem_alloc(nbytes)
@@ -347,31 +395,74 @@ def device_properties(index=0):
     return api().properties(index)
 
 
+_DEFAULT_DEVICE = [0]  # the device ``use_device`` chose last: where new objects live
+_THREAD = threading.local()  # .devices: the stack of devices ``on_device`` made current here
+
+
 def use_device(index=0):
-    """Make ``index`` current for this thread (before any allocation or TensorRT call)."""
+    """Make ``index`` current for this thread (before any allocation or TensorRT call) and the
+    device of the objects created after this (in any thread)."""
     device_properties(index)
     api().set_device(index)
+    _DEFAULT_DEVICE[0] = index
+
+
+def default_device():
+    return _DEFAULT_DEVICE[0]
+
+
+def thread_devices():
+    """The devices ``on_device`` has made current in the calling thread, innermost last."""
+    stack = getattr(_THREAD, "devices", None)
+    if stack is None:
+        stack = _THREAD.devices = []
+    return stack
+
+
+@contextlib.contextmanager
+def on_device(index=None):
+    """Run the block with device ``index`` (default: ``default_device()``) current in the calling
+    thread, whichever thread that is; nested blocks on the same device cost nothing."""
+    index = default_device() if index is None else index
+    stack = thread_devices()
+    if stack and stack[-1] == index:
+        yield
+        return
+    adapter = api()
+    token = adapter.enter(index)
+    stack.append(index)
+    try:
+        yield
+    finally:
+        stack.pop()
+        adapter.leave(token)
 
 
 class Stream(object):
-    def __init__(self):
-        self._stream, self.handle = api().stream_create()
+    def __init__(self, device=None):
+        self.device = default_device() if device is None else device
+        with on_device(self.device):
+            self._stream, self.handle = api().stream_create()
 
     def synchronize(self):
-        api().stream_synchronize(self._stream)
+        with on_device(self.device):
+            api().stream_synchronize(self._stream)
 
     def close(self):
         if self._stream is not None:
-            api().stream_destroy(self._stream)
+            with on_device(self.device):
+                api().stream_destroy(self._stream)
             self._stream = None
 
 
 class HostBuffer(object):
     """``nbytes`` of page-locked host memory, viewed as numpy arrays of any dtype/shape."""
 
-    def __init__(self, nbytes):
+    def __init__(self, nbytes, device=None):
         self.nbytes = int(nbytes)
-        self._handle, self._bytes = api().malloc_host(max(self.nbytes, 1))
+        self.device = default_device() if device is None else device
+        with on_device(self.device):
+            self._handle, self._bytes = api().malloc_host(max(self.nbytes, 1))
 
     def view(self, shape, dtype):
         dtype = np.dtype(dtype)
@@ -381,28 +472,34 @@ class HostBuffer(object):
     def close(self):
         if self._handle is not None:
             self._bytes = None
-            api().free_host(self._handle)
+            with on_device(self.device):
+                api().free_host(self._handle)
             self._handle = None
 
 
 class DeviceBuffer(object):
-    def __init__(self, nbytes):
+    def __init__(self, nbytes, device=None):
         self.nbytes = int(nbytes)
-        self._handle = api().malloc(max(self.nbytes, 1))
+        self.device = default_device() if device is None else device
+        with on_device(self.device):
+            self._handle = api().malloc(max(self.nbytes, 1))
         self.ptr = self._handle[0] if isinstance(self._handle, tuple) else self._handle
 
     def close(self):
         if self._handle is not None:
-            api().free(self._handle)
+            with on_device(self.device):
+                api().free(self._handle)
             self._handle = None
 
 
 def copy_to_device(device_buffer, host_array, nbytes, stream):
-    api().htod_async(device_buffer.ptr, _flat_bytes(host_array), nbytes, stream._stream)
+    with on_device(stream.device):
+        api().htod_async(device_buffer.ptr, _flat_bytes(host_array), nbytes, stream._stream)
 
 
 def copy_to_host(host_array, device_buffer, nbytes, stream):
-    api().dtoh_async(_flat_bytes(host_array), device_buffer.ptr, nbytes, stream._stream)
+    with on_device(stream.device):
+        api().dtoh_async(_flat_bytes(host_array), device_buffer.ptr, nbytes, stream._stream)
 
 
 def _flat_bytes(array):

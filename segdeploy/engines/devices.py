@@ -437,3 +437,35 @@ def occupancy(compute_capability, threads_per_block, registers_per_thread, share
         "occupancy": float(blocks * warps_per_block) / max_warps,
         "limit": limit,
     }
+
+
+# --- host memory the GPU shares ----------------------------------------------------------------
+
+# On a Jetson the CPU and the GPU share one DRAM. Page-locked ("pinned") host memory is mapped
+# uncached for the CPU where the SoC has no I/O coherency, so that the GPU sees the CPU's writes
+# without cache maintenance: on a TX2 (sm_62) every CPU read of a pinned output buffer goes to
+# DRAM. Xavier (sm_72) and Orin (sm_87) are I/O coherent: the CPU caches pinned memory there
+# (NVIDIA, "CUDA for Tegra", memory types table: pinned memory is cached on the CPU only on
+# I/O-coherent devices). On a discrete GPU pinned memory is ordinary cached host DRAM.
+IO_COHERENT = {"jetson-tx2": False, "jetson-xavier": True, "jetson-orin": True}
+
+
+def pinned_memory_cached(record):
+    """Does the CPU cache page-locked host memory on ``record``? False only on a Jetson without
+    I/O coherency (the TX2) or a Jetson the table does not know (the safe assumption)."""
+    if record is None or not record.jetson:
+        return True
+    return IO_COHERENT.get(record.key, False)
+
+
+def copy_outputs_from_pinned(record):
+    """(copy, reason): should an engine copy its outputs out of the page-locked buffers once,
+    into pageable (cached) memory, before post-processing reads them pixel by pixel?"""
+    if pinned_memory_cached(record):
+        return False, "{}: the CPU caches pinned memory; outputs are read in place".format(
+            record.name if record is not None else "unknown device"
+        )
+    return True, (
+        "{} has no I/O coherency: pinned memory is uncached for the CPU, so outputs are "
+        "copied once into pageable memory before post-processing".format(record.name)
+    )

@@ -6,6 +6,8 @@ fingerprint must match this GPU, this TensorRT and the plugin libraries; any dif
 saying what differs and what to do. Then the plan is deserialized, and for each input and output
 a page-locked host buffer and a device buffer are allocated once, sized for the profile's maximum.
 ``infer`` copies in, executes and copies out asynchronously on one CUDA stream, then synchronizes.
+It may be called from any thread: the engine's device is made current in the calling thread
+first (``cuda_memory.on_device``; CUDA contexts are per thread).
 
 Options (keyword arguments of ``TensorRTEngine``): ``device`` (CUDA index, default 0), ``check``
 (default True; False loads despite a fingerprint mismatch, for experts), ``plugins`` (the plugin
@@ -14,7 +16,9 @@ SHA-256, and nothing is loaded from it), ``verbose``.
 
 Output dtypes are the engine's (read from the engine, never assumed): labels are int32 from
 TensorRT 8.x's TopK and int64 from 10.x; uint8 and float outputs pass through. Outputs live in
-buffers owned by the engine and are overwritten by the next call; copy them to keep them.
+buffers owned by the engine and are overwritten by the next call; copy them to keep them. On a
+Jetson without I/O coherency (TX2) pinned memory is uncached for the CPU, so there ``infer``
+returns one copy in pageable memory instead (``copy_outputs``, from the device table).
 Python 3.6 compatible.
 """
 
@@ -24,7 +28,7 @@ import numpy as np
 
 from .. import card as card_mod
 from .._deps import require
-from ..engines import cuda_memory, fingerprint, trt_compat
+from ..engines import cuda_memory, devices, fingerprint, trt_compat
 from ..errors import EngineError, EngineMismatchError
 from .backend import Engine, TensorSpec
 
@@ -90,12 +94,12 @@ def preflight(path, sidecar, here, plugin_hashes=None):
 class _Binding(object):
     """One engine tensor with its host and device buffers."""
 
-    def __init__(self, tensor, max_shape):
+    def __init__(self, tensor, max_shape, device):
         self.tensor = tensor
         self.max_shape = tuple(max_shape)
         nbytes = int(np.prod(self.max_shape)) * tensor.dtype.itemsize
-        self.host = cuda_memory.HostBuffer(nbytes)
-        self.device = cuda_memory.DeviceBuffer(nbytes)
+        self.host = cuda_memory.HostBuffer(nbytes, device)
+        self.device = cuda_memory.DeviceBuffer(nbytes, device)
         self.range = None  # (min, max) shapes for a dynamic input
 
     def close(self):
@@ -112,6 +116,7 @@ class TensorRTEngine(Engine):
         self._stream = None
         self._context = None
         self._engine = None
+        self._device = device
         self.path = os.fspath(path)
         self.card = card_mod.read_sidecar(self.path)
         self.fingerprint = self.card.get("engine") or {}
@@ -121,7 +126,9 @@ class TensorRTEngine(Engine):
         trt = require("tensorrt", "running TensorRT engines")
         from ..engines import tensorrt_builder
 
-        device_info, _ = tensorrt_builder.current_device(device)
+        device_info, found = tensorrt_builder.current_device(device)
+        # Jetson TX2: pinned memory is CPU-uncached; post-processing reads a cached copy.
+        self.copy_outputs, self.copy_outputs_reason = devices.copy_outputs_from_pinned(found.record)
         here = {"tensorrt": trt.__version__, "device": device_info}
         if check:
             preflight(self.path, self.card, here, hashes)
@@ -150,15 +157,16 @@ class TensorRTEngine(Engine):
                     self.path
                 )
             )
-        self._allocate(trt)
+        with cuda_memory.on_device(device):
+            self._allocate(trt)
 
     def _allocate(self, trt):
         tensors = trt_compat.io_tensors(trt, self._engine)
         self._tensors = tensors
-        self._stream = cuda_memory.Stream()
+        self._stream = cuda_memory.Stream(self._device)
         inputs = [t for t in tensors if t.is_input]
         for tensor in inputs:
-            binding = _Binding(tensor, self._max_input_shape(tensor))
+            binding = _Binding(tensor, self._max_input_shape(tensor), self._device)
             if any(d < 0 for d in tensor.shape):
                 # The largest input fixes the largest outputs, which size their buffers.
                 trt_compat.set_input_shape(self._context, tensor, binding.max_shape)
@@ -175,7 +183,7 @@ class TensorRTEngine(Engine):
                             tensor.name, self.path
                         )
                     )
-                self._bindings.append(_Binding(tensor, shape))
+                self._bindings.append(_Binding(tensor, shape, self._device))
         self._inputs = [TensorSpec(t.name, list(t.shape), t.dtype) for t in inputs]
         self._outputs = [
             TensorSpec(t.name, list(t.shape), t.dtype) for t in tensors if not t.is_input
@@ -187,6 +195,10 @@ class TensorRTEngine(Engine):
         return trt_compat.profile_shapes(self._engine, tensor)[2]
 
     def _infer_impl(self, feeds):
+        with cuda_memory.on_device(self._device):  # whichever thread calls: contexts are per thread
+            return self._infer_on_device(feeds)
+
+    def _infer_on_device(self, feeds):
         addresses = {}
         for binding in self._bindings:
             tensor = binding.tensor
@@ -218,9 +230,18 @@ class TensorRTEngine(Engine):
             host = results[binding.tensor.name]
             cuda_memory.copy_to_host(host, binding.device, host.nbytes, self._stream)
         self._stream.synchronize()
+        if self.copy_outputs:  # one sequential read of the uncached buffer, not one per pixel
+            return dict((name, np.array(view)) for name, view in results.items())
         return results
 
     def _close_impl(self):
+        if self._bindings or self._stream is not None:
+            with cuda_memory.on_device(self._device):
+                self._release()
+        else:
+            self._release()
+
+    def _release(self):
         # The context must go before the engine, and both before the memory they point into.
         self._context = None
         self._engine = None

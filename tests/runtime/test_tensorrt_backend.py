@@ -298,3 +298,29 @@ def test_damaged_plans_are_refused(tmp_path):
         f.write(b"\x00" * len(data))
     with pytest.raises(EngineError, match="is not a TensorRT plan"):
         open_engine(plan)
+
+
+@pytest.mark.tensorrt
+def test_infer_from_a_second_thread(tmp_path, frames):
+    """CUDA contexts are per thread: an engine opened in one thread runs in another."""
+    import threading
+
+    onnx, plan, _ = build(tmp_path, "fp32")
+    engine = open_engine(plan)
+    got = {}
+
+    def work():
+        try:
+            got["labels"] = np.array(engine.infer({"image": frames[0]})["labels"])
+        except Exception as exc:  # reported in the test's thread
+            got["error"] = exc
+
+    try:
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+        assert "error" not in got, got.get("error")
+        assert agreement(got["labels"], onnxruntime_labels(onnx, frames[0])) > 0.99
+        assert engine.copy_outputs is False or "I/O coherency" in engine.copy_outputs_reason
+    finally:
+        engine.close()
