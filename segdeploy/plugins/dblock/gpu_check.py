@@ -3,9 +3,10 @@
     python -m segdeploy.plugins.dblock.gpu_check [--res 64x128] [--batch 1] [--channels 256]
                                                  [--dilations 1,14] [--json out.json]
 
-Compiles ``dblock_kernel.cu`` with NVRTC for the GPU present (PTX, JIT-compiled by the driver),
-launches it through the CUDA driver API (ctypes: no CUDA Python package needed, so it runs on a
-Jetson with JetPack's libraries), checks FP32 and FP16 results against ``host.dblock_conv``
+Compiles ``dblock_kernel.cu`` with NVRTC for the GPU present (PTX JIT-compiled by the driver, or a
+cubin where the driver is older than the NVRTC: ``kernel_target`` decides and says why), launches
+it through the CUDA driver API (ctypes: no CUDA Python package needed, so it runs on a Jetson
+with JetPack's libraries), checks FP32 and FP16 results against ``host.dblock_conv``
 (FP32: 1e-5 relative; FP16: one half ulp plus summation noise, as the host tests) and reports the
 median time of one launch with CUDA events, next to the roofline bound of the device table.
 Needs a CUDA GPU and driver; NVRTC from the nvidia-cuda-nvrtc-cu12 wheel, $SEGDEPLOY_NVRTC or
@@ -23,7 +24,7 @@ import numpy as np
 from ..._cli import run_main
 from ..._version import __version__
 from ...errors import MissingDependencyError, SegDeployError
-from . import compile_check, host
+from . import host, kernel_target
 
 # Launch geometry of dblock_kernel.cu (kPix = 2 pixels per thread, 32 x kBlockRows threads).
 PIX = 2
@@ -100,10 +101,18 @@ class Driver(object):
             )
         return major.value, minor.value
 
-    def load(self, ptx):
+    def driver_version(self):
+        """CUDA version the driver supports, as cuDriverGetVersion gives it (12020 = 12.2)."""
+        version = ctypes.c_int()
+        self.check(self.lib.cuDriverGetVersion(ctypes.byref(version)), "cuDriverGetVersion")
+        return version.value
+
+    def load(self, image):
+        """A module from PTX text (NUL-terminated) or a cubin, both as bytes."""
         module = ctypes.c_void_p()
         self.check(
-            self.lib.cuModuleLoadData(ctypes.byref(module), ptx.encode()), "cuModuleLoadData"
+            self.lib.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(image)),
+            "cuModuleLoadData",
         )
         return module
 
@@ -185,6 +194,15 @@ def _max_rel(a, ref):
     return float(np.abs(a.astype(np.float64) - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
+def make_inputs(batch, channels, height, width, seed=0):
+    """X, W, B of one check. RandomState, not default_rng: JetPack 4.6's numpy is 1.13."""
+    rng = np.random.RandomState(seed)
+    x = rng.standard_normal((batch, channels, height, width)).astype(np.float32)
+    w = (rng.standard_normal((channels, 16, 3, 3)) / 12.0).astype(np.float32)
+    b = rng.standard_normal(channels).astype(np.float32)
+    return x, w, b
+
+
 def run(
     batch=1, channels=256, height=64, width=128, dilations=(1, 14), relu=True, repeats=50, seed=0
 ):
@@ -194,21 +212,14 @@ def run(
     )
     driver = Driver()
     cc = driver.compute_capability()
-    source, headers = compile_check.read_sources()
-    options = [
-        "--gpu-architecture=compute_{}{}".format(*cc),
-        "-I" + compile_check.find_cuda_include(),
-    ] + list(compile_check.NVRTC_OPTIONS)
-    ptx = compile_check.Nvrtc().compile(source, compile_check.KERNEL, headers, options)
-    module = driver.load(ptx)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, channels, height, width)).astype(np.float32)
-    w = (rng.standard_normal((channels, 16, 3, 3)) / 12.0).astype(np.float32)
-    b = rng.standard_normal(channels).astype(np.float32)
+    image, target = kernel_target.build_image(driver.driver_version(), cc)
+    module = driver.load(image)
+    x, w, b = make_inputs(batch, channels, height, width, seed)
     grid, block = launch_grid(batch, channels, height, width)
     report = {
         "device": driver.name(),
         "compute_capability": "{}.{}".format(*cc),
+        "kernel_target": target,
         "shape": [batch, channels, height, width],
         "dilations": list(dilations),
         "relu": bool(relu),
@@ -297,6 +308,7 @@ def main(argv=None):
             report = run(args.batch, args.channels, height, width, dilations, repeats=args.repeats)
         except ValueError as exc:
             raise SegDeployError(str(exc)) from None
+        sys.stderr.write("kernel: {}\n".format(report["kernel_target"]["reason"]))
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         if args.json:
             from ..._io import write_json
