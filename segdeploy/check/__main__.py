@@ -1,0 +1,7 @@
+"""``python -m segdeploy.check``: the same as ``segdeploy-check``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
