@@ -59,10 +59,12 @@ class Context(object):
         return default if value is None else value
 
     def need_probe(self, name, what=None):
-        """Skip unless probe ``name`` answered yes; returns its text."""
+        """Skip unless probe ``name`` answered yes; returns its text. The reason is the probe's
+        first clause (the environment section has the whole answer, with what to install)."""
         ok, text = self.probes.get(name, (False, "not probed"))
         if not ok:
-            raise Skip(text if what is None else "{}: {}".format(what, text))
+            short = text.split(";")[0].strip()
+            raise Skip(short if what is None else "{}: {}".format(what, short))
         return text
 
     def need_step(self, name):
