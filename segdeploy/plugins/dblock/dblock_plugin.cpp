@@ -15,24 +15,21 @@
 // attributes. Needs no workspace. Registered statically (REGISTER_TENSORRT_PLUGIN) when the
 // library is loaded: load it explicitly (segbuild --plugins, Runtime(..., plugins=[...]),
 // trtexec --plugins / --staticPlugins).
+//
+// TensorRT 10 and newer also get the IPluginV3 form (dblock_plugin_v3.cpp); the CMake build picks
+// one by the installed TensorRT's major version. Both share dblock_plugin_fields.h.
 #include <cstdint>
 #include <cstring>
 #include <new>
 #include <string>
 #include <vector>
 
-#include <NvInfer.h>
-#include <NvInferRuntime.h>
-
-#include "dblock_kernel.h"
+#include "dblock_plugin_fields.h"
 
 namespace segdeploy {
 namespace dblock {
 namespace {
 
-char const* const kPluginName = "DBlockConv";
-char const* const kPluginVersion = "1";
-int32_t const kGroupWidthField = 16;
 // Serialized form: magic, format version, d1, d2, group_width, relu (int32 each).
 int32_t const kMagic = 0x4b4c4244;  // "DBLK"
 int32_t const kFormat = 1;
@@ -48,18 +45,6 @@ using nvinfer1::PluginField;
 using nvinfer1::PluginFieldCollection;
 using nvinfer1::PluginFieldType;
 using nvinfer1::PluginTensorDesc;
-using nvinfer1::TensorFormat;
-
-struct Attributes {
-    int32_t d1 = 1;
-    int32_t d2 = 1;
-    int32_t group_width = kGroupWidthField;
-    int32_t relu = 1;
-
-    bool valid() const {
-        return d1 >= 1 && d2 >= 1 && group_width == kGroupWidthField && (relu == 0 || relu == 1);
-    }
-};
 
 class DBlockConvPlugin : public IPluginV2DynamicExt {
 public:
@@ -115,14 +100,7 @@ public:
         if (nbInputs != 3 || nbOutputs != 1 || pos < 0 || pos >= 4) {
             return false;
         }
-        PluginTensorDesc const& desc = inOut[pos];
-        if (desc.format != TensorFormat::kLINEAR) {
-            return false;
-        }
-        if (pos == 0) {
-            return desc.type == DataType::kFLOAT || desc.type == DataType::kHALF;
-        }
-        return desc.type == inOut[0].type;  // weights, bias and output follow X's precision
+        return format_ok(pos, inOut[pos], inOut[0].type);  // W, B, Y follow X's precision
     }
 
     void configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -149,20 +127,7 @@ public:
                     cudaStream_t stream) noexcept override {
         (void)outputDesc;
         (void)workspace;
-        nvinfer1::Dims const& x = inputDesc[0].dims;
-        nvinfer1::Dims const& w = inputDesc[1].dims;
-        if (x.nbDims != 4 || w.nbDims != 4 || w.d[0] != x.d[1] || w.d[1] != kGroupWidthField ||
-            w.d[2] != 3 || w.d[3] != 3 || inputDesc[2].dims.nbDims != 1 ||
-            inputDesc[2].dims.d[0] != x.d[1] || x.d[1] % (2 * kGroupWidthField) != 0) {
-            return 1;
-        }
-        bool const half = inputDesc[0].type == DataType::kHALF;
-        cudaError_t const status =
-            dblock_forward(inputs[0], inputs[1], inputs[2], outputs[0], static_cast<int>(x.d[0]),
-                           static_cast<int>(x.d[1]), static_cast<int>(x.d[2]),
-                           static_cast<int>(x.d[3]), attrs_.d1, attrs_.d2, attrs_.relu, half,
-                           stream);
-        return status == cudaSuccess ? 0 : 1;
+        return launch(attrs_, inputDesc, inputs, outputs, stream);
     }
 
 private:
@@ -187,34 +152,7 @@ public:
     IPluginV2* createPlugin(char const* name, PluginFieldCollection const* fc) noexcept override {
         (void)name;
         Attributes attrs;
-        bool have_dilations = false;
-        for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i) {
-            PluginField const& f = fc->fields[i];
-            if (f.name == nullptr || f.data == nullptr) {
-                continue;
-            }
-            if (f.type != PluginFieldType::kINT32) {
-                if (!std::strcmp(f.name, "dilations") || !std::strcmp(f.name, "group_width") ||
-                    !std::strcmp(f.name, "relu")) {
-                    return nullptr;  // TensorRT's parser converts ints to the declared kINT32
-                }
-                continue;  // plugin_version / plugin_namespace and other parser attributes
-            }
-            int32_t const* v = static_cast<int32_t const*>(f.data);
-            if (!std::strcmp(f.name, "dilations")) {
-                if (f.length != 2) {
-                    return nullptr;
-                }
-                attrs.d1 = v[0];
-                attrs.d2 = v[1];
-                have_dilations = true;
-            } else if (!std::strcmp(f.name, "group_width") && f.length == 1) {
-                attrs.group_width = v[0];
-            } else if (!std::strcmp(f.name, "relu") && f.length == 1) {
-                attrs.relu = v[0];
-            }
-        }
-        if (!have_dilations || !attrs.valid()) {
+        if (!read_fields(fc, &attrs)) {
             return nullptr;
         }
         DBlockConvPlugin* plugin = new (std::nothrow) DBlockConvPlugin(attrs);
