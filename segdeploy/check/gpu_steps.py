@@ -1,7 +1,7 @@
 """The GPU half that needs no TensorRT: the D-block kernel (compile, gpu_check against its host
 build, the plugin build where TensorRT's headers are), Table 1 (TensorRT with the plugin, and
 PyTorch on the GPU), the zoo under the RegSeg protocol (PyTorch AMP, as the paper timed it), and
-the pinned-memory paths (``runtime.cuda_memory``, from a second thread too).
+the pinned-memory paths (``engines.cuda_memory``, from a second thread too).
 
 Python 3.6 compatible; torch is imported only by the PyTorch steps, on a machine that has it.
 """
@@ -229,8 +229,7 @@ def step_pinned_memory(ctx):
     """Pinned and pageable copies through cuda_memory (the TensorRT runtime's own path), a round
     trip from a second thread, and the CPU reading a pinned buffer against a pageable one (the
     TX2's uncached pinned memory: item 10)."""
-    from ..engines import devices
-    from ..runtime import cuda_memory
+    from ..engines import cuda_memory, devices
 
     ctx.need_probe("gpu")
     if cuda_memory.BINDING is None:

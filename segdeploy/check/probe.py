@@ -106,7 +106,7 @@ def nvidia_smi():
 def gpu():
     """(True, '<name>') or (False, why): the CUDA binding segdeploy uses (pycuda / cuda-python),
     else the driver itself (ctypes), so a machine without either binding still answers."""
-    from ..runtime import cuda_memory
+    from ..engines import cuda_memory
 
     if cuda_memory.BINDING is not None:
         return cuda_memory.cuda_available()
@@ -233,7 +233,7 @@ def environment(probes):
         )
     version, why = driver_cuda_version()
     info["driver_cuda"] = cuda_text(version) if version else "no: " + why
-    from ..runtime import cuda_memory
+    from ..engines import cuda_memory
 
     info["cuda_binding"] = cuda_memory.BINDING or "none (pycuda or cuda-python)"
     for module in ("tensorrt", "onnxruntime", "cv2", "torch", "pycuda", "cuda"):
