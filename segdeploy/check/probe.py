@@ -133,7 +133,7 @@ def tensorrt():
 def torch_cuda():
     """(True, 'torch x, CUDA y, <GPU>') or (False, why); imports torch only when installed."""
     if not installed("torch"):
-        return False, "PyTorch is not installed (it is the host side's; a device needs none)"
+        return False, "PyTorch is not installed (a host-side library: a device needs none)"
     try:
         import torch
 

@@ -104,6 +104,17 @@ def _run(cmd, log, what):
     return text
 
 
+def plugin_form(tensorrt_root, stream):
+    """The CMake flag choosing IPluginV3 (TensorRT >= 10) or IPluginV2DynamicExt (8.x) from the
+    headers' NV_TENSORRT_MAJOR; none where the headers are not found here (CMake then reads
+    them itself)."""
+    from . import plugin_api
+
+    api, why = plugin_api.choose(tensorrt_root)
+    stream.write("      plugin form: {}\n".format(why))
+    return ["-DDBLOCK_PLUGIN_API=" + api] if api else []
+
+
 def build(out_dir, tensorrt_root=None, archs=None, link_nvinfer=True, stream=None):
     """Configure and build the plugin; return the library's path."""
     stream = stream or sys.stdout
@@ -130,6 +141,7 @@ def build(out_dir, tensorrt_root=None, archs=None, link_nvinfer=True, stream=Non
     ]
     if tensorrt_root:
         configure.append("-DTensorRT_ROOT=" + os.path.abspath(tensorrt_root))
+    configure += plugin_form(tensorrt_root, stream)
     steps = (
         ("configure (CMake, nvcc {})".format(nvcc), configure, "CMake configuration"),
         ("compile kernel and plugin", [cmake, "--build", build_dir], "the build"),
