@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from ..errors import EngineError
+from ..errors import EngineError, MissingDependencyError
 from .probe import installed
 from .runner import Failed, Skip
 
@@ -35,6 +35,11 @@ def frames_for(height, width, count, seed=0):
         small = rng.randint(0, 256, (height // 16 + 1, width // 16 + 1, 3)).astype(np.uint8)
         frames.append(np.ascontiguousarray(small.repeat(16, 0).repeat(16, 1)[:height, :width]))
     return frames
+
+
+def _first_line(exc):
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _hw(card):
@@ -96,9 +101,10 @@ def step_model(ctx):
         ctx.artifacts["uint8_onnx"] = u8
         ctx.artifacts["uint8_card"] = build_cli.read_card(u8)
     ctx.artifacts["onnx"], ctx.artifacts["card"] = onnx, card
-    siblings = dict(
-        (v, os.path.isfile(build_cli._sibling(onnx, "." + v))) for v in ("fp16", "int8")
-    )
+    siblings = {
+        "fp16": os.path.isfile(build_cli.fp16_sibling(onnx)),
+        "int8": os.path.isfile(build_cli.int8_sibling(onnx)),
+    }
     height, width = _hw(card)
     rows = [
         [
@@ -292,7 +298,10 @@ def step_segbench(ctx):
                 record = harness.run(engine, protocol, height, width)
             finally:
                 engine.close()
-        except Exception as exc:  # one protocol's failure (cv2 missing for mmseg) is its row
+        except MissingDependencyError as exc:  # e.g. OpenCV for the runtime protocol's frames
+            rows.append([name, precision, None, None, None, "skipped: " + _first_line(exc)])
+            continue
+        except Exception as exc:  # one protocol's failure is its row; the others still run
             failures.append("{}: {}".format(name, str(exc).strip().splitlines()[0][:160]))
             rows.append([name, precision, None, None, None, "failed: " + failures[-1]])
             continue
@@ -328,6 +337,8 @@ def step_uint8_head(ctx):
     from ..runtime import Runtime
 
     ctx.need_probe("tensorrt")
+    if ctx.quick:
+        raise Skip("--quick leaves out the second plan build; the full run builds and checks it")
     u8 = ctx.need_artifact(
         "uint8_onnx", "no uint8-input graph: pass --uint8-onnx (segexport --input uint8)"
     )

@@ -162,6 +162,8 @@ class _Null(object):
 
 def step_table1_tensorrt(ctx):
     ctx.need_probe("tensorrt")
+    if ctx.quick:
+        raise Skip("--quick leaves out building six block engines; the full run times them")
     plugin = ctx.artifacts.get("plugin")
     return _table1(ctx, "tensorrt", plugins=[plugin] if plugin else ())
 

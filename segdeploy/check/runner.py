@@ -6,8 +6,9 @@ is ``{'columns': [...], 'rows': [[...], ...]}`` when the step has a table for th
 ends one of three ways:
 
 - returns: **ok**;
-- raises ``Skip(reason)``, or a MissingDependencyError (a library, tool or device that is not
-  here): **skipped**, with that one-line reason;
+- raises ``Skip(reason)``, a MissingDependencyError (a library, tool or device that is not
+  here) or an ImportError (a module that is not installed): **skipped**, with that one-line
+  reason;
 - raises anything else (``Failed`` carries data for the report): **failed**, with the error's
   first line; a step that is not a SegDeployError also keeps the last lines of its traceback.
 
@@ -93,6 +94,11 @@ def run_step(step, ctx):
         status, reason = SKIPPED, _first_line(exc)
     except MissingDependencyError as exc:
         status, reason = SKIPPED, _first_line(exc)
+    except ImportError as exc:  # a module this step needs is not installed on this device
+        status = SKIPPED
+        reason = "needs the Python module {!r}, which is not installed here".format(
+            getattr(exc, "name", None) or _first_line(exc)
+        )
     except Failed as exc:
         status, reason, data = FAILED, _first_line(exc), exc.data
     except SegDeployError as exc:

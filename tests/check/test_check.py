@@ -193,6 +193,12 @@ def test_runner_outcomes():
     def bug(ctx):
         return {}["missing"]
 
+    def not_installed(ctx):
+        import segdeploy_no_such_module  # noqa: F401
+
+    result = _run(not_installed)
+    assert result["status"] == "skipped" and "'segdeploy_no_such_module'" in result["reason"]
+
     assert _run(lambda ctx: {"x": 1})["status"] == "ok"
     assert (_run(skip)["status"], _run(skip)["reason"]) == ("skipped", "no widget here")
     assert _run(missing)["status"] == "skipped"
