@@ -134,16 +134,23 @@ def choose(driver_cuda, nvrtc_cuda, compute_capability):
 
 def nvrtc_candidates():
     """[(libnvrtc path, cuda include dir or None)] in the order tried: $SEGDEPLOY_NVRTC alone when
-    set; else the pip wheel's, then the CUDA toolkit's (each with its own cuda_fp16.h)."""
+    set; else the pip wheels' (CUDA 12, then 13), then the CUDA toolkit's (each with its own
+    cuda_fp16.h where it has one)."""
     named = os.environ.get("SEGDEPLOY_NVRTC")
     if named:
         return [(named, os.environ.get("SEGDEPLOY_CUDA_INCLUDE"))]
     found = []
-    root = compile_check._wheel_dir("cuda_nvrtc")
-    wheel = sorted(glob.glob(os.path.join(root, "lib", "libnvrtc.so*"))) if root else []
-    if wheel:
-        headers = compile_check._wheel_dir("cuda_runtime")
-        found.append((wheel[0], os.path.join(headers, "include") if headers else None))
+    # CUDA 12 wheels: nvidia/cuda_nvrtc/lib (headers in nvidia/cuda_runtime/include); CUDA 13
+    # wheels: nvidia/cu13/lib and nvidia/cu13/include.
+    for lib_dir, include_dir in (("cuda_nvrtc", "cuda_runtime"), ("cu13", "cu13")):
+        root = compile_check._wheel_dir(lib_dir)
+        wheel = sorted(glob.glob(os.path.join(root, "lib", "libnvrtc.so*"))) if root else []
+        if wheel:
+            headers = compile_check._wheel_dir(include_dir)
+            include = os.path.join(headers, "include") if headers else None
+            if include and not os.path.isfile(os.path.join(include, "cuda_fp16.h")):
+                include = None  # the toolkit's headers then (find_cuda_include)
+            found.append((wheel[0], include))
     home = compile_check.CUDA_HOME
     toolkit = sorted(glob.glob(os.path.join(home, "lib64", "libnvrtc.so*")))
     if toolkit:
