@@ -86,6 +86,17 @@ def driver_cuda_version():
     return version.value, None
 
 
+def toolkit_version():
+    """'13.0' from ``nvcc --version`` (PATH, then $CUDA_HOME/bin), or None."""
+    home = os.environ.get("CUDA_HOME") or "/usr/local/cuda"
+    for nvcc in ("nvcc", os.path.join(home, "bin", "nvcc")):
+        text = run_text([nvcc, "--version"])
+        found = re.search(r"release (\d+\.\d+)", text or "")
+        if found:
+            return found.group(1)
+    return None
+
+
 def nvidia_smi():
     """{'name', 'driver', 'compute_cap', 'memory_mib'} of GPU 0 from nvidia-smi, or None."""
     text = run_text(
@@ -233,6 +244,7 @@ def environment(probes):
         )
     version, why = driver_cuda_version()
     info["driver_cuda"] = cuda_text(version) if version else "no: " + why
+    info["cuda_toolkit"] = toolkit_version() or "no nvcc on PATH or in $CUDA_HOME/bin"
     from ..engines import cuda_memory
 
     info["cuda_binding"] = cuda_memory.BINDING or "none (pycuda or cuda-python)"

@@ -273,3 +273,11 @@ def test_console_script_and_module_entry_points():
         [sys.executable, "-m", "segdeploy.check", "--help"], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0 and "Exit code 0 when every step" in proc.stdout
+
+
+def test_toolkit_version_from_nvcc(tmp_path, monkeypatch):
+    nvcc = tmp_path / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release 10.2, V10.2.300'\n")
+    nvcc.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ.get("PATH", ""))
+    assert probe.toolkit_version() == "10.2"
