@@ -170,3 +170,10 @@ def test_plain_cmake_picks_the_form_itself(tmp_path):
     text = proc.stdout.decode("utf-8", "replace")
     assert proc.returncode == 0, text[-2000:]
     assert "DBlockConv plugin form: {} ({})".format(want, plugin_api.SOURCES[want]) in text
+
+
+def test_a_named_headers_folder_wins_over_the_root(tmp_path):
+    _version_header(tmp_path / "root" / "include", 8)
+    _version_header(tmp_path / "headers", 10, aliased=True)
+    assert plugin_api.choose(str(tmp_path / "root"))[0] == "V2"
+    assert plugin_api.choose(str(tmp_path / "root"), str(tmp_path / "headers"))[0] == "V3"

@@ -104,13 +104,13 @@ def _run(cmd, log, what):
     return text
 
 
-def plugin_form(tensorrt_root, stream):
+def plugin_form(tensorrt_root, stream, include=None):
     """The CMake flag choosing IPluginV3 (TensorRT >= 10) or IPluginV2DynamicExt (8.x) from the
-    headers' NV_TENSORRT_MAJOR; none where the headers are not found here (CMake then reads
-    them itself)."""
+    headers' NV_TENSORRT_MAJOR (``include``, else found under ``tensorrt_root``); none where the
+    headers are not found here (CMake then reads them itself)."""
     from . import plugin_api
 
-    api, why = plugin_api.choose(tensorrt_root)
+    api, why = plugin_api.choose(tensorrt_root, include)
     stream.write("      plugin form: {}\n".format(why))
     return ["-DDBLOCK_PLUGIN_API=" + api] if api else []
 

@@ -50,12 +50,13 @@ def find_include(tensorrt_root=None):
     return None
 
 
-def choose(tensorrt_root=None):
-    """(api or None, one line saying why). None: no headers found here; CMake decides from the
-    headers it finds (and fails with its own message when there are none)."""
+def choose(tensorrt_root=None, include=None):
+    """(api or None, one line saying why), from ``include`` (the headers folder the build is told
+    to use) or the one found under ``tensorrt_root`` / the system. None: no headers found here;
+    CMake decides from the headers it finds (and fails with its own message when there are none)."""
     from .compile_check import tensorrt_version
 
-    include = find_include(tensorrt_root)
+    include = include or find_include(tensorrt_root)
     if include is None:
         return (
             None,
