@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 
 
 def _first_line(exc):

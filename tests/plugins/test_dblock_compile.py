@@ -31,7 +31,7 @@ def report():
 @needs_tools
 def test_nvrtc_compiles_ptx_for_every_architecture(report):
     archs = [p["arch"] for p in report["ptx"]]
-    assert archs == ["compute_{}".format(a) for a in (61, 62, 75, 86, 89, 90)]
+    assert archs == ["compute_{}".format(a) for a in (61, 62, 75, 86, 87, 89, 90)]
     for p in report["ptx"]:
         assert p["entries"] == ["dblock_conv_f16", "dblock_conv_f32"]
         assert p["bytes"] > 10000
@@ -41,7 +41,7 @@ def test_nvrtc_compiles_ptx_for_every_architecture(report):
 def test_ptxas_assembles_without_spills(report):
     rows = {(r["kernel"], r["arch"]): r for r in report["sass"]}
     assert set(rows) == {
-        (k, "sm_{}".format(a)) for k in compile_check.KERNELS for a in (61, 62, 75, 86)
+        (k, "sm_{}".format(a)) for k in compile_check.KERNELS for a in (61, 62, 75, 86, 87)
     }
     for row in rows.values():
         assert row["spill_stores"] == 0 and row["spill_loads"] == 0, row
@@ -58,7 +58,9 @@ def test_ptxas_assembles_without_spills(report):
 def test_occupancy_on_target_devices(report):
     rows = report["occupancy"]
     assert {(o["device"], o["kernel"]) for o in rows} == {
-        (d, k) for d in ("t4", "gtx1080ti", "jetson-tx2") for k in compile_check.KERNELS
+        (d, k)
+        for d in ("t4", "gtx1080ti", "jetson-tx2", "jetson-orin")
+        for k in compile_check.KERNELS
     }
     sass = {(r["kernel"], r["arch"]): r for r in report["sass"]}
     for o in rows:
@@ -174,7 +176,7 @@ def test_roofline_of_one_launch():
 
     rows = compile_check.roofline()
     assert {(r["device"], r["precision"]) for r in rows} == {
-        (d, p) for d in ("t4", "gtx1080ti", "jetson-tx2") for p in ("fp32", "fp16")
+        (d, p) for d in ("t4", "gtx1080ti", "jetson-tx2", "jetson-orin") for p in ("fp32", "fp16")
     }
     for r in rows:
         size = 4 if r["precision"] == "fp32" else 2

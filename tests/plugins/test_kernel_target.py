@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from segdeploy.errors import MissingDependencyError
-from segdeploy.plugins.dblock import gpu_check, host, kernel_target
+from segdeploy.plugins import kernel_target
+from segdeploy.plugins.dblock import compile_check, gpu_check, host
 
 T4, GTX1080TI, TX2, ORIN = (7, 5), (6, 1), (6, 2), (8, 7)
 
@@ -108,21 +109,23 @@ def test_inputs_need_no_default_rng(monkeypatch):
 )
 def test_the_installed_nvrtc_compiles_both_forms():
     """Both forms compile here (no GPU needed): PTX and, where NVRTC has it, a cubin."""
-    from segdeploy.plugins.dblock import compile_check
+    from segdeploy.plugins.cuda_toolchain import Nvrtc
 
     path, include = kernel_target.nvrtc_candidates()[0]
-    nvrtc = compile_check.Nvrtc(path)
+    nvrtc = Nvrtc(path)
+    source, headers = compile_check.read_sources()
+    kernel = (source, compile_check.KERNEL, headers, compile_check.NVRTC_OPTIONS)
     version = kernel_target.cuda_version(nvrtc.version())
     old_driver = (version[0], 0)  # same major, older: the cubin route
     image, report = kernel_target.build_image(
-        old_driver[0] * 1000, T4, candidates=[(path, include)]
+        old_driver[0] * 1000, T4, *kernel, candidates=[(path, include)]
     )
     if version > old_driver and version >= kernel_target.CUBIN_SINCE:
         assert report["form"] == "cubin" and image[:4] == b"\x7fELF"
     else:
         assert report["form"] == "ptx"
     image, report = kernel_target.build_image(
-        version[0] * 1000 + version[1] * 10, T4, candidates=[(path, include)]
+        version[0] * 1000 + version[1] * 10, T4, *kernel, candidates=[(path, include)]
     )
     assert report["form"] == "ptx" and b".entry dblock_conv_f32" in image
     assert report["ptx_isa"] == "{}.{}".format(*kernel_target.ptx_isa_of(version))

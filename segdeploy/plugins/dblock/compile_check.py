@@ -7,7 +7,7 @@ NVRTC (pip ``nvidia-cuda-nvrtc-cu12``, loaded with ctypes from the wheel's lib d
 virtual architecture in ``PTX_ARCHS``; ptxas (pip ``nvidia-cuda-nvcc-cu12``) assembles the PTX for
 each real architecture in ``SASS_ARCHS`` with ``-v``, whose report gives registers, shared memory,
 stack and spills per kernel. The occupancy each implies on the target devices (T4, GTX 1080 Ti,
-Jetson TX2) comes from ``segdeploy.engines.devices.occupancy``. No GPU is needed.
+Jetson TX2, Jetson Orin) comes from ``segdeploy.engines.devices.occupancy``. No GPU is needed.
 
 The wheels' locations can be overridden with ``SEGDEPLOY_NVRTC`` (path of libnvrtc.so),
 ``SEGDEPLOY_CUDA_INCLUDE`` (a directory with cuda_fp16.h) and ``SEGDEPLOY_PTXAS``.
@@ -48,10 +48,11 @@ KERNEL = "dblock_kernel.cu"
 HEADERS = ("dblock_common.cuh",)
 KERNELS = ("dblock_conv_f32", "dblock_conv_f16")
 THREADS_PER_BLOCK = 128  # dblock_kernel.cu: 32 x kBlockRows
-PTX_ARCHS = (61, 62, 75, 86, 89, 90)
-SASS_ARCHS = (61, 62, 75, 86)
+# sm_87: Jetson Orin (JetPack 5/6).
+PTX_ARCHS = (61, 62, 75, 86, 87, 89, 90)
+SASS_ARCHS = (61, 62, 75, 86, 87)
 # Target device -> its architecture (devices.TABLE has the compute capability).
-TARGETS = ("t4", "gtx1080ti", "jetson-tx2")
+TARGETS = ("t4", "gtx1080ti", "jetson-tx2", "jetson-orin")
 # The oldest toolkit of the targets is CUDA 10.2 (JetPack 4.6, TX2): C++11 keeps the source in
 # the language every target's nvcc accepts.
 NVRTC_OPTIONS = ("--std=c++11",)

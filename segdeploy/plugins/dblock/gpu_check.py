@@ -24,7 +24,8 @@ import numpy as np
 from ..._cli import run_main
 from ..._version import __version__
 from ...errors import MissingDependencyError, SegDeployError
-from . import host, kernel_target
+from .. import kernel_target
+from . import compile_check, host
 
 # Launch geometry of dblock_kernel.cu (kPix = 2 pixels per thread, 32 x kBlockRows threads).
 PIX = 2
@@ -212,7 +213,15 @@ def run(
     )
     driver = Driver()
     cc = driver.compute_capability()
-    image, target = kernel_target.build_image(driver.driver_version(), cc)
+    source, headers = compile_check.read_sources()
+    image, target = kernel_target.build_image(
+        driver.driver_version(),
+        cc,
+        source,
+        compile_check.KERNEL,
+        headers,
+        compile_check.NVRTC_OPTIONS,
+    )
     module = driver.load(image)
     x, w, b = make_inputs(batch, channels, height, width, seed)
     grid, block = launch_grid(batch, channels, height, width)

@@ -9,6 +9,7 @@ own reading of NvInferVersion.h serves a plain ``cmake`` run. Python 3.6 compati
 """
 
 import os
+import re
 
 from ...errors import SegDeployError
 
@@ -37,6 +38,26 @@ def api_for_version(version):
     return V3 if major >= FIRST_V3_MAJOR else V2
 
 
+def tensorrt_version(include_dir):
+    """'MAJOR.MINOR.PATCH' from NvInferVersion.h in ``include_dir`` (one level of macro aliases:
+    10.x+ defines NV_TENSORRT_MAJOR as TRT_MAJOR_ENTERPRISE)."""
+    path = os.path.join(include_dir, "NvInferVersion.h")
+    try:
+        with open(path, "r") as f:
+            text = f.read()
+    except OSError:
+        raise SegDeployError(
+            "{} has no NvInferVersion.h; pass TensorRT's include directory".format(include_dir)
+        ) from None
+    macros = dict(re.findall(r"#define\s+(\w+)\s+(\w+)", text))
+
+    def value(name):
+        v = macros.get(name, "?")
+        return macros.get(v, v)
+
+    return ".".join(value("NV_TENSORRT_" + k) for k in ("MAJOR", "MINOR", "PATCH"))
+
+
 def find_include(tensorrt_root=None):
     """The directory with NvInferVersion.h: under ``tensorrt_root`` (include/, include/<triplet>/)
     when given, else the system locations; None when there is none."""
@@ -54,8 +75,6 @@ def choose(tensorrt_root=None, include=None):
     """(api or None, one line saying why), from ``include`` (the headers folder the build is told
     to use) or the one found under ``tensorrt_root`` / the system. None: no headers found here;
     CMake decides from the headers it finds (and fails with its own message when there are none)."""
-    from .compile_check import tensorrt_version
-
     include = include or find_include(tensorrt_root)
     if include is None:
         return (

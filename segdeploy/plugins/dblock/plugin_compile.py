@@ -10,32 +10,15 @@ import shutil
 import subprocess
 import tempfile
 
-from ...errors import MissingDependencyError, SegDeployError
+from ...errors import MissingDependencyError
 from ..cuda_toolchain import find_cuda_include, first_error, wheel_dir
+from . import plugin_api
+from .plugin_api import tensorrt_version  # noqa: F401  (callers knew it here)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-PLUGIN_SOURCE = "dblock_plugin.cpp"
-
-
-def tensorrt_version(include_dir):
-    """'MAJOR.MINOR.PATCH' from NvInferVersion.h in ``include_dir`` (one level of macro aliases)."""
-    path = os.path.join(include_dir, "NvInferVersion.h")
-    try:
-        with open(path, "r") as f:
-            text = f.read()
-    except OSError:
-        raise SegDeployError(
-            "{} has no NvInferVersion.h; pass TensorRT's include directory".format(include_dir)
-        ) from None
-    macros = dict(re.findall(r"#define\s+(\w+)\s+(\w+)", text))
-
-    def value(name):
-        v = macros.get(name, "?")
-        return macros.get(v, v)
-
-    return ".".join(value("NV_TENSORRT_" + k) for k in ("MAJOR", "MINOR", "PATCH"))
+PLUGIN_SOURCE = plugin_api.SOURCES[plugin_api.V2]
 
 
 def cuda_host_includes():
@@ -47,16 +30,21 @@ def cuda_host_includes():
     return dirs
 
 
-def compile_plugin(include_dir, cxx=None):
-    """Compile dblock_plugin.cpp to an object against one TensorRT include directory.
+def compile_plugin(include_dir, cxx=None, api=None):
+    """Compile the plugin's source to an object against one TensorRT include directory: the
+    form ``api`` ('V2' dblock_plugin.cpp, 'V3' dblock_plugin_v3.cpp), by default the one that
+    release takes (plugin_api.api_for_version: V3 from TensorRT 10).
 
-    Returns {'tensorrt', 'include', 'ok', 'object_bytes', 'warnings', 'message'}; warnings count
-    the diagnostics in the plugin's own source (TensorRT's headers are system headers here).
+    Returns {'tensorrt', 'api', 'include', 'ok', 'object_bytes', 'warnings', 'message'};
+    warnings count the diagnostics in the plugin's own sources (TensorRT's headers are system
+    headers here).
     """
     cxx = cxx or os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
     if not cxx:
         raise MissingDependencyError("no C++ compiler found; install g++ or set CXX")
     version = tensorrt_version(include_dir)
+    api = api or plugin_api.api_for_version(version)
+    source = plugin_api.SOURCES[api]
     tmp = tempfile.mkdtemp(prefix="dblock-plugin-")
     try:
         obj = os.path.join(tmp, "dblock_plugin.o")
@@ -73,16 +61,17 @@ def compile_plugin(include_dir, cxx=None):
         ]
         for inc in cuda_host_includes():
             cmd += ["-isystem", inc]
-        cmd += ["-I", HERE, "-c", os.path.join(HERE, PLUGIN_SOURCE), "-o", obj]
+        cmd += ["-I", HERE, "-c", os.path.join(HERE, source), "-o", obj]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         text = proc.stdout.decode("utf-8", "replace")
         ok = proc.returncode == 0
         return {
             "tensorrt": version,
+            "api": api,
             "include": include_dir,
             "ok": ok,
             "object_bytes": os.path.getsize(obj) if ok else 0,
-            "warnings": len(re.findall(PLUGIN_SOURCE + r":\d+:\d+: warning", text)),
+            "warnings": len(re.findall(r"dblock_plugin\w*\.(?:cpp|h):\d+:\d+: warning", text)),
             "message": "" if ok else first_error(text),
         }
     finally:
@@ -92,14 +81,15 @@ def compile_plugin(include_dir, cxx=None):
 def format_plugin_table(rows):
     out = io.StringIO()
     out.write(
-        "\n{:<12} {:<8} {:>12} {:>9}  {}\n".format(
-            "TensorRT", "result", "object B", "warnings", "headers"
+        "\n{:<12} {:<5} {:<8} {:>12} {:>9}  {}\n".format(
+            "TensorRT", "form", "result", "object B", "warnings", "headers"
         )
     )
     for r in rows:
         out.write(
-            "{:<12} {:<8} {:>12} {:>9}  {}\n".format(
+            "{:<12} {:<5} {:<8} {:>12} {:>9}  {}\n".format(
                 r["tensorrt"],
+                r.get("api", ""),
                 "ok" if r["ok"] else "FAILED",
                 r["object_bytes"],
                 r["warnings"],

@@ -1,4 +1,5 @@
-"""What gpu_check compiles the D-block kernel to, given the driver, the NVRTC and the GPU.
+"""What a GPU check compiles a kernel to, given the driver, the NVRTC and the GPU (any kernel:
+the D block's gpu_check uses it; the choice does not depend on the source).
 
 PTX is JIT-compiled by the driver, which refuses a PTX ISA newer than it knows: NVRTC 12.9 writes
 ``.version 8.8``, which only R575+ drivers (CUDA 12.9) read, so the PTX of the pinned
@@ -23,8 +24,15 @@ import os
 import re
 from collections import namedtuple
 
-from ...errors import MissingDependencyError
-from . import compile_check
+from ..errors import MissingDependencyError
+from .cuda_toolchain import (
+    CUDA_HOME,
+    CompileError,
+    Nvrtc,
+    find_cuda_include,
+    first_error,
+    wheel_dir,
+)
 
 # CUDA release -> the PTX ISA its compiler writes and its driver reads (PTX ISA docs, "Release
 # History"). A driver reads the ISA of its own CUDA release and older.
@@ -143,15 +151,15 @@ def nvrtc_candidates():
     # CUDA 12 wheels: nvidia/cuda_nvrtc/lib (headers in nvidia/cuda_runtime/include); CUDA 13
     # wheels: nvidia/cu13/lib and nvidia/cu13/include.
     for lib_dir, include_dir in (("cuda_nvrtc", "cuda_runtime"), ("cu13", "cu13")):
-        root = compile_check._wheel_dir(lib_dir)
+        root = wheel_dir(lib_dir)
         wheel = sorted(glob.glob(os.path.join(root, "lib", "libnvrtc.so*"))) if root else []
         if wheel:
-            headers = compile_check._wheel_dir(include_dir)
+            headers = wheel_dir(include_dir)
             include = os.path.join(headers, "include") if headers else None
             if include and not os.path.isfile(os.path.join(include, "cuda_fp16.h")):
                 include = None  # the toolkit's headers then (find_cuda_include)
             found.append((wheel[0], include))
-    home = compile_check.CUDA_HOME
+    home = CUDA_HOME
     toolkit = sorted(glob.glob(os.path.join(home, "lib64", "libnvrtc.so*")))
     if toolkit:
         found.append((toolkit[0], os.path.join(home, "include")))
@@ -179,11 +187,11 @@ def choose_nvrtc(candidates, driver_cuda, compute_capability):
 
 
 def compile_cubin(nvrtc, source, name, headers, options):
-    """A cubin (bytes) of ``source`` from an opened ``compile_check.Nvrtc``; the PTX route is
-    ``Nvrtc.compile``. Raises compile_check.CompileError."""
+    """A cubin (bytes) of ``source`` from an opened ``cuda_toolchain.Nvrtc``; the PTX route is
+    ``Nvrtc.compile``. Raises CompileError."""
     lib = nvrtc.lib
     if not hasattr(lib, "nvrtcGetCUBIN"):
-        raise compile_check.CompileError("this NVRTC has no nvrtcGetCUBIN (it needs CUDA 11.1+)")
+        raise CompileError("this NVRTC has no nvrtcGetCUBIN (it needs CUDA 11.1+)")
     prog = ctypes.c_void_p()
     names = list(headers)
     hdr = (ctypes.c_char_p * len(names))(*[headers[n].encode() for n in names])
@@ -202,11 +210,9 @@ def compile_cubin(nvrtc, source, name, headers, options):
             lib.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
             log = ctypes.create_string_buffer(size.value)
             lib.nvrtcGetProgramLog(prog, log)
-            raise compile_check.CompileError(
+            raise CompileError(
                 "NVRTC could not compile {} ({}): {}".format(
-                    name,
-                    " ".join(options),
-                    compile_check._first_error(log.value.decode("utf-8", "replace")),
+                    name, " ".join(options), first_error(log.value.decode("utf-8", "replace"))
                 )
             )
         nvrtc._check(lib.nvrtcGetCUBINSize(prog, ctypes.byref(size)), "cubin size")
@@ -217,13 +223,15 @@ def compile_cubin(nvrtc, source, name, headers, options):
         lib.nvrtcDestroyProgram(ctypes.byref(prog))
 
 
-def build_image(driver_cuda, compute_capability, candidates=None):
-    """(module image bytes for cuModuleLoadData, report dict) for this driver and GPU."""
+def build_image(driver_cuda, compute_capability, source, name, headers, options, candidates=None):
+    """(module image bytes for cuModuleLoadData, report dict): ``source`` (called ``name``, with
+    ``headers`` {include name: text}) compiled for this driver and GPU; ``options`` are NVRTC's
+    other flags (the architecture and cuda_fp16.h's folder are added here)."""
     candidates = nvrtc_candidates() if candidates is None else candidates
     opened, versions = [], []
     for path, include in candidates:
         try:
-            nvrtc = compile_check.Nvrtc(path)
+            nvrtc = Nvrtc(path)
             versions.append((path, cuda_version(nvrtc.version())))
             opened.append((nvrtc, include))
         except MissingDependencyError:
@@ -232,15 +240,14 @@ def build_image(driver_cuda, compute_capability, candidates=None):
     if index is None:
         raise MissingDependencyError(target.reason)
     nvrtc, include = opened[index]
-    source, headers = compile_check.read_sources()
-    include = include if include and os.path.isdir(include) else compile_check.find_cuda_include()
-    options = [target.option, "-I" + include] + list(compile_check.NVRTC_OPTIONS)
+    include = include if include and os.path.isdir(include) else find_cuda_include()
+    options = [target.option, "-I" + include] + list(options)
     if target.kind == "ptx":
-        text = nvrtc.compile(source, compile_check.KERNEL, headers, options)
+        text = nvrtc.compile(source, name, headers, options)
         image = text.encode() + b"\0"
         isa = ptx_version(text)
     else:
-        image = compile_cubin(nvrtc, source, compile_check.KERNEL, headers, options)
+        image = compile_cubin(nvrtc, source, name, headers, options)
         isa = None
     return image, {
         "form": target.kind,
