@@ -109,7 +109,9 @@ class Driver(object):
         return version.value
 
     def load(self, image):
-        """A module from PTX text (NUL-terminated) or a cubin, both as bytes."""
+        """A module from a cubin or NUL-terminated PTX (bytes), or PTX text (str)."""
+        if not isinstance(image, bytes):
+            image = image.encode() + b"\0"
         module = ctypes.c_void_p()
         self.check(
             self.lib.cuModuleLoadData(ctypes.byref(module), ctypes.c_char_p(image)),

@@ -23,7 +23,7 @@ from ..._io import write_json
 from ..._version import __version__
 from ...engines import devices
 from ...errors import SegDeployError
-from ..dblock import compile_check as base
+from .. import kernel_target
 from ..dblock.gpu_check import Driver
 from . import compile_check, host, roofline
 
@@ -66,12 +66,16 @@ class Kernels(object):
         cc = self.driver.compute_capability()
         self.cc = cc
         source, headers = compile_check.read_sources()
-        options = [
-            "--gpu-architecture=compute_{}{}".format(*cc),
-            "-I" + base.find_cuda_include(),
-        ] + list(compile_check.NVRTC_OPTIONS)
-        ptx = base.Nvrtc().compile(source, compile_check.KERNEL, headers, options)
-        self.module = self.driver.load(ptx)
+        # PTX where the driver reads NVRTC's PTX ISA, else a same-major cubin (kernel_target).
+        image, self.target = kernel_target.build_image(
+            self.driver.driver_version(),
+            cc,
+            source,
+            compile_check.KERNEL,
+            headers,
+            compile_check.NVRTC_OPTIONS,
+        )
+        self.module = self.driver.load(image)
         self.functions = dict(
             (key, self.driver.function(self.module, name)) for key, name in KERNELS.items()
         )
