@@ -191,6 +191,100 @@ def official_lraspp(official_dir, num_classes):
     return Official()
 
 
+class _EvalForm(object):
+    """Mixin for official models trained with training-only heads: the forward of the official
+    evaluation (main output of the ``augment=True`` model, resized to the input as its eval code
+    does), the state_dict of the deployment form (``augment=False``), and the training-only keys
+    the released checkpoints carry besides (kept in the golden file for the loading tests)."""
+
+    def deployment_state_dict(self):
+        return self.deployment.state_dict()
+
+    def training_only_state(self):
+        deploy = self.deployment.state_dict()
+        return {k: v for k, v in self.net.state_dict().items() if k not in deploy}
+
+
+def _official_eval_model(train_net, deploy_net, output_index, align_corners):
+    """``train_net`` (augment=True) evaluated as the official eval code does; ``deploy_net``
+    (augment=False) must agree with it."""
+    import torch
+    import torch.nn.functional as F
+
+    class Official(_EvalForm, torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = train_net
+            self.deployment = deploy_net
+
+        def forward(self, x):
+            out = self.net(x)[output_index]
+            alone = self.deployment(x)
+            assert torch.equal(out, alone), "augment=False differs from the eval output"
+            return F.interpolate(
+                out, size=x.shape[-2:], mode="bilinear", align_corners=align_corners
+            )
+
+        def state_dict(self, *args, **kwargs):
+            return self.deployment.state_dict(*args, **kwargs)
+
+        def load_state_dict(self, state, strict=True):
+            full = dict(self.training_only_state())
+            full.update(state)
+            self.net.load_state_dict(full, strict=strict)
+            return self.deployment.load_state_dict(state, strict=strict)
+
+    return Official()
+
+
+def official_ddrnet(official_dir, slim):
+    """``DualResNet`` of ydhongHIT/DDRNet ``segmentation/DDRNet_23[_slim].py``, as HRNet's eval
+    runs it: main output (index 0 of augment=True), bilinear resize with align_corners=False (the
+    README: "Keep align_corners=False in all places")."""
+    import importlib
+
+    import torch
+
+    sys.path.insert(0, os.path.join(official_dir, "segmentation"))
+    module = importlib.import_module("DDRNet_23_slim" if slim else "DDRNet_23")
+    module.BatchNorm2d = torch.nn.BatchNorm2d  # SyncBatchNorm needs a process group; same keys
+    planes, head = (32, 64) if slim else (64, 128)
+
+    def net(augment):
+        return module.DualResNet(
+            module.BasicBlock,
+            [2, 2, 2, 2],
+            num_classes=19,
+            planes=planes,
+            spp_planes=128,
+            head_planes=head,
+            augment=augment,
+        )
+
+    return _official_eval_model(net(True), net(False), 0, False)
+
+
+def official_pidnet(official_dir, variant):
+    """``PIDNet`` of XuJiacong/PIDNet as ``tools/eval.py`` runs it: the augment=True model,
+    ``TEST.OUTPUT_INDEX: 1``, resized with ``align_corners=MODEL.ALIGN_CORNERS`` (True)."""
+    sys.path.insert(0, official_dir)
+    from models import pidnet  # official module
+
+    train = pidnet.PIDNet(**PIDNET_ARGS[variant], num_classes=19, augment=True)
+    return _official_eval_model(train, pidnet.get_pred_model("pidnet_" + variant, 19), 1, True)
+
+
+PIDNET_ARGS = {
+    "s": {"m": 2, "n": 3, "planes": 32, "ppm_planes": 96, "head_planes": 128},
+    "m": {"m": 2, "n": 3, "planes": 64, "ppm_planes": 96, "head_planes": 128},
+    "l": {"m": 3, "n": 4, "planes": 64, "ppm_planes": 112, "head_planes": 256},
+}
+
+# the rivals' goldens hold a second input size (two sizes exercise the size-dependent resizes)
+SECOND_INPUT_SHAPE = (1, 3, 96, 160)
+COMPLEXITY_HW = (1024, 2048)
+
+
 # zoo name -> (builder of the official model, kwargs for ours); a golden name that is not a zoo
 # name is "<zoo name>_<variant>" (the tests know the mapping)
 OFFICIAL = {
@@ -225,6 +319,11 @@ OFFICIAL = {
     "ti_unetlite_mnv2": (lambda d: official_ti_lite(d, "unet_aspp_mobilenetv2_tv_edgeailite"), {}),
     "ti_fpnlite_mnv2": (lambda d: official_ti_lite(d, "fpn_aspp_mobilenetv2_tv_edgeailite"), {}),
     "lraspp_mobilenet_v3_large": (lambda d: official_lraspp(d, 21), {}),
+    "ddrnet23_slim": (lambda d: official_ddrnet(d, slim=True), {}),
+    "ddrnet23": (lambda d: official_ddrnet(d, slim=False), {}),
+    "pidnet_s": (lambda d: official_pidnet(d, "s"), {}),
+    "pidnet_m": (lambda d: official_pidnet(d, "m"), {}),
+    "pidnet_l": (lambda d: official_pidnet(d, "l"), {}),
 }
 
 
@@ -232,28 +331,50 @@ def golden_name(name):
     return os.path.join(GOLDEN_DIR, name + ".npz")
 
 
-def make(name, official_dir):
+def _outputs(model, shape, suffix=""):
     import torch
 
-    from segdeploy.models.golden import deterministic_state, probe_input
+    from segdeploy.models.golden import probe_input
+
+    x = probe_input(shape)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()
+    return logits, {
+        "input_shape" + suffix: np.array(shape),
+        "logits_sub" + suffix: logits[:, :, ::4, ::4].astype(np.float32),
+        "labels" + suffix: logits.argmax(1).astype(np.uint8),
+    }
+
+
+def make(name, official_dir):
+    from segdeploy.models.golden import deterministic_state
 
     build_official, _ = OFFICIAL[name]
     model = build_official(official_dir).eval()
     state = deterministic_state(model)
     model.load_state_dict(state, strict=True)
-    x = probe_input(INPUT_SHAPE)
-    with torch.no_grad():
-        logits = model(torch.from_numpy(x)).numpy()
-    np.savez_compressed(
-        golden_name(name),
+    logits, arrays = _outputs(model, INPUT_SHAPE)
+    arrays.update(
         keys=np.array(list(state)),
         shapes=np.array([",".join(map(str, t.shape)) for t in state.values()]),
-        input_shape=np.array(INPUT_SHAPE),
-        logits_sub=logits[:, :, ::4, ::4].astype(np.float32),
-        labels=logits.argmax(1).astype(np.uint8),
         logits_mean=np.float64(logits.mean()),
         logits_absmean=np.float64(np.abs(logits).mean()),
     )
+    if isinstance(model, _EvalForm):
+        from segdeploy.bench.complexity import complexity
+
+        arrays.update(_outputs(model, SECOND_INPUT_SHAPE, "_2")[1])
+        extra = model.training_only_state()
+        arrays["training_only_keys"] = np.array(list(extra))
+        arrays["training_only_shapes"] = np.array(
+            [",".join(map(str, t.shape)) for t in extra.values()]
+        )
+        # the official deployment form counted with the project's counter
+        count = complexity(model.deployment, COMPLEXITY_HW)
+        arrays["official_params"] = np.int64(count.params)
+        arrays["official_macs"] = np.int64(count.macs)
+        arrays["complexity_hw"] = np.array(COMPLEXITY_HW)
+    np.savez_compressed(golden_name(name), **arrays)
     print("wrote {} ({} keys, logits {})".format(golden_name(name), len(state), logits.shape))
 
 

@@ -2,18 +2,29 @@
 
 Accepted: a plain state_dict; ``{'model': sd}`` (RegSeg), ``{'state_dict': sd}`` (SwiftNet,
 Lightning), ``{'model_state': sd}`` (DeepLabV3Plus-Pytorch); keys prefixed with ``module.``
-(DataParallel / DistributedDataParallel) or ``_orig_mod.`` (torch.compile).
+(DataParallel / DistributedDataParallel) or ``_orig_mod.`` (torch.compile); the ``FullModel``
+state_dict of HRNet-Semantic-Segmentation's training code (DDRNet, PIDNet): the network under
+``model.`` beside the loss modules' buffers (the cross-entropy's class weights).
+
+Training-only heads (auxiliary, boundary, detail heads) that official checkpoints carry and the
+deployment form does not build are named by key prefix in ``ModelSpec.training_only``; loading
+drops them and says so in one line. Any other missing or unexpected key is still an error.
 """
 
 import os
 import re
-from typing import Dict, List, Tuple
+import sys
+from typing import Dict, List, Sequence, Tuple
 
 from ..errors import CheckpointError
 from ..manifest import sha256_file  # one file hash for checkpoints, manifests and plans
 
 WRAPPER_KEYS = ("model", "state_dict", "model_state", "model_state_dict", "net")
 STRIP_PREFIXES = ("module.", "_orig_mod.")
+# HRNet-Semantic-Segmentation's FullModel(model, loss): the network's keys under "model.", the
+# losses' buffers (CrossEntropyLoss(weight=...) registers the class weights) under these
+FULLMODEL_PREFIX = "model."
+FULLMODEL_LOSS_PREFIXES = ("loss.", "sem_loss.", "bd_loss.")
 
 
 def read_checkpoint(path: str, allow_unsafe_pickle: bool = False) -> Dict:
@@ -159,14 +170,83 @@ def describe_mismatch(model_state: Dict, ckpt_state: Dict, limit: int = 10) -> s
     return text
 
 
-def load_checkpoint(model, path: str, allow_unsafe_pickle: bool = False, strict: bool = True):
+def strip_fullmodel(state: Dict, model_state: Dict) -> Tuple[Dict, List[str]]:
+    """``(network state, loss keys)`` of a FullModel checkpoint, or ``(state, [])`` otherwise.
+
+    A FullModel state_dict has every key under ``model.`` or a loss prefix, at least one under
+    ``model.``, and none that the model itself has (a model with a ``model`` submodule is left
+    alone).
+    """
+    if any(k in model_state for k in state):
+        return state, []
+    net = {
+        k[len(FULLMODEL_PREFIX) :]: v for k, v in state.items() if k.startswith(FULLMODEL_PREFIX)
+    }
+    losses = [k for k in state if k.startswith(FULLMODEL_LOSS_PREFIXES)]
+    if not net or len(net) + len(losses) != len(state):
+        return state, []
+    return net, losses
+
+
+def split_training_only(
+    ckpt_state: Dict, model_state: Dict, prefixes: Sequence[str]
+) -> Tuple[Dict, Dict[str, int]]:
+    """``(the rest, {prefix: tensors dropped})``: keys the model lacks under ``prefixes`` go."""
+    kept, dropped = {}, {}
+    for key, value in ckpt_state.items():
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is not None and key not in model_state:
+            dropped[prefix] = dropped.get(prefix, 0) + 1
+        else:
+            kept[key] = value
+    return kept, dropped
+
+
+def describe_dropped(path: str, heads: Dict[str, int], loss_keys: Sequence[str]) -> str:
+    """The one line loading prints when it leaves training-only parts of a checkpoint out."""
+    parts = []
+    if heads:
+        parts.append(
+            "the training-only head{} {} ({} tensors)".format(
+                "s" if len(heads) > 1 else "",
+                ", ".join(p.rstrip(".") for p in heads),
+                sum(heads.values()),
+            )
+        )
+    if loss_keys:
+        parts.append("the training loss's {}".format(", ".join(loss_keys)))
+    return "checkpoint {}: left out {}, which the deployment form does not use".format(
+        os.path.basename(path), " and ".join(parts)
+    )
+
+
+def _print_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def load_checkpoint(
+    model,
+    path: str,
+    allow_unsafe_pickle: bool = False,
+    strict: bool = True,
+    training_only: Sequence[str] = None,
+    report=_print_to_stderr,
+):
     """Load the checkpoint at ``path`` into ``model`` (in place) and return ``model``.
 
     Loads with ``weights_only=True`` unless ``allow_unsafe_pickle`` is set. With ``strict`` any
-    missing/unexpected key or shape mismatch raises ``CheckpointError`` listing them.
+    missing/unexpected key or shape mismatch raises ``CheckpointError`` listing them, except keys
+    under ``training_only`` (default: the model's ``ModelSpec.training_only``) that the model does
+    not have and a FullModel's loss buffers: those are dropped, and ``report`` (default: print to
+    stderr) gets one line naming them; ``model.segdeploy_checkpoint_dropped`` lists the prefixes.
     """
     ckpt_state = read_checkpoint(path, allow_unsafe_pickle)
     model_state = model.state_dict()
+    if training_only is None:
+        spec = getattr(model, "segdeploy_spec", None)
+        training_only = tuple(getattr(spec, "training_only", ()) or ())
+    ckpt_state, loss_keys = strip_fullmodel(ckpt_state, model_state)
+    ckpt_state, heads = split_training_only(ckpt_state, model_state, training_only)
     problem = describe_mismatch(model_state, ckpt_state)
     if problem and strict:
         raise CheckpointError(
@@ -180,4 +260,7 @@ def load_checkpoint(model, path: str, allow_unsafe_pickle: bool = False, strict:
         }
     model.load_state_dict(ckpt_state, strict=strict)
     model.segdeploy_checkpoint_sha256 = sha256_file(path)
+    model.segdeploy_checkpoint_dropped = tuple(heads) + tuple(loss_keys)
+    if (heads or loss_keys) and report is not None:
+        report(describe_dropped(path, heads, loss_keys))
     return model
