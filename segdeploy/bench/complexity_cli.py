@@ -39,6 +39,11 @@ def complexity_rows(names, input_hw):
                 "paper_fps": paper.get("fps"),
                 "paper_fps_device": paper.get("fps_device"),
                 "source": spec.paper.get("source", ""),
+                # how the paper counted ("GFLOPs" that are multiply-adds, fvcore, ...), where the
+                # official evaluation's final resize lives, and the code's licence
+                "paper_counting": spec.paper.get("counting"),
+                "upsample": spec.paper.get("upsample"),
+                "license": spec.paper.get("license"),
             }
         )
     return rows
@@ -88,7 +93,20 @@ def format_table(rows, input_hw):
                 for i, (x, w) in enumerate(zip(row, widths))
             )
         )
-    sources = ["  {}: {}".format(r["model"], r["source"]) for r in rows if r["source"]]
+
+    def notes(row):
+        extra = [
+            "{}: {}".format(label, row[key])
+            for label, key in (
+                ("counting", "paper_counting"),
+                ("final resize", "upsample"),
+                ("licence", "license"),
+            )
+            if row.get(key)
+        ]
+        return " [{}]".format("; ".join(extra)) if extra else ""
+
+    sources = ["  {}: {}{}".format(r["model"], r["source"], notes(r)) for r in rows if r["source"]]
     if sources:
         out.append("paper figures (shown only where the paper gives them at this size):")
         out.extend(sources)

@@ -62,13 +62,23 @@ def test_complexity_as_the_official_code(name):
     assert (count.params, count.macs) == (golden["official_params"], golden["official_macs"])
 
 
-def test_papers_count_multiply_adds_as_flops():
+def test_papers_counting_conventions():
     # DDRNet's "GFLOPs" (and RegSeg Table 9's 143.1 for DDRNet-23) are conv multiply-adds
     for name in ("ddrnet23_slim", "ddrnet23"):
         paper = get_spec(name).paper
         params, macs = OFFICIAL_COUNTS[name]
         assert round(params / 1e5) / 10 == paper["params"] / 1e6
         assert round(macs / 1e8) / 10 == paper["macs"] / 1e9
+    # PIDNet's are fvcore's (multiply-adds + BatchNorm + resizes): S and L agree within 0.2 %
+    for name in ("pidnet_s", "pidnet_l"):
+        paper = get_spec(name).paper
+        count = complexity(build(name), (1024, 2048))
+        assert round(count.params / 1e5) / 10 == paper["params"] / 1e6
+        assert abs(count.flops_fvcore / paper["flops_fvcore"] - 1) < 0.002
+        # ... closer than multiply-adds alone (0.9 % and 0.3 % off)
+        assert abs(count.flops_fvcore - paper["flops_fvcore"]) < abs(
+            count.macs - paper["flops_fvcore"]
+        )
 
 
 def test_the_official_evaluations_resize_is_in_the_graph():
