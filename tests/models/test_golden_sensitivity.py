@@ -16,7 +16,12 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 
 @pytest.mark.parametrize(
     "name,deep_prefix",
-    [("swiftnet_rn18", ("backbone.layer3", "backbone.layer4")), ("regseg", ("body.stage16",))],
+    [
+        ("swiftnet_rn18", ("backbone.layer3", "backbone.layer4")),
+        ("regseg", ("body.stage16",)),
+        ("ddrnet23_slim", ("layer4", "layer5", "spp")),
+        ("pidnet_s", ("layer4", "layer5", "spp")),
+    ],
 )
 def test_deep_bn_eps_change_is_caught(name, deep_prefix):
     golden = np.load(os.path.join(GOLDEN, name + ".npz"))
