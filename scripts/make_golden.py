@@ -361,7 +361,7 @@ def make(name, official_dir):
         logits_absmean=np.float64(np.abs(logits).mean()),
     )
     if isinstance(model, _EvalForm):
-        from segdeploy.bench.complexity import complexity
+        from segdeploy.bench.counting import complexity
 
         arrays.update(_outputs(model, SECOND_INPUT_SHAPE, "_2")[1])
         extra = model.training_only_state()

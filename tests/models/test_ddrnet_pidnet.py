@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from segdeploy.bench.complexity import complexity
+from segdeploy.bench.counting import complexity
 from segdeploy.errors import CheckpointError
 from segdeploy.models import build, get_spec, load_checkpoint
 from segdeploy.models.golden import deterministic_state, probe_input
@@ -15,8 +15,8 @@ from segdeploy.models.golden import deterministic_state, probe_input
 GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 RIVALS = ["ddrnet23_slim", "ddrnet23", "pidnet_s", "pidnet_m", "pidnet_l"]
 
-# params and conv/linear multiply-adds at 1024x2048 of the official deployment forms, counted
-# with segdeploy.bench.complexity on the official code (the golden files hold the same figures)
+# params and conv/linear multiply-adds at 1024x2048 of the official deployment forms,
+# counted with bench.counting.complexity on the official code (the golden files hold them too)
 OFFICIAL_COUNTS = {
     "ddrnet23_slim": (5_695_987, 36_281_319_424),
     "ddrnet23": (20_148_947, 143_060_500_480),
