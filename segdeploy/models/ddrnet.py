@@ -252,6 +252,8 @@ _DDRNET_PAPER = "DDRNet paper (arXiv 2101.06085), Cityscapes, RTX 2080 Ti, PyTor
         "fps": 102.0,
         "fps_device": "rtx2080ti",
         "fps_protocol": "ddrnet",
+        # README: "without using inference acceleration (like tensorRT)"
+        "fps_software": "PyTorch, no TensorRT",
         "miou_val": 77.8,
         "counting": "'GFLOPs' that are conv multiply-adds (the official code counted so gives "
         "36.28 and 143.06 G; fvcore's convention would give 36.67 and 143.68)",
@@ -280,6 +282,8 @@ def ddrnet23_slim(*, num_classes: int = 19) -> DDRNet:
         "fps": 37.1,
         "fps_device": "rtx2080ti",
         "fps_protocol": "ddrnet",
+        # README: "without using inference acceleration (like tensorRT)"
+        "fps_software": "PyTorch, no TensorRT",
         "miou_val": 79.5,
         "counting": "'GFLOPs' that are conv multiply-adds (the official code counted so gives "
         "36.28 and 143.06 G; fvcore's convention would give 36.67 and 143.68)",

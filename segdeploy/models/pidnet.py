@@ -193,6 +193,10 @@ _COMMON = {
     "resolution": (1024, 2048),
     "fps_device": "rtx3090",
     "fps_protocol": "pidnet",
+    # README: timed "using the method introduced by SwiftNet" (FP32, BatchNorm folded: the speed
+    # script's note), "No third-party acceleration lib is used"
+    "fps_precision": "fp32",
+    "fps_software": "PyTorch, no TensorRT",
     "counting": "'GFLOPs' in fvcore's convention (multiply-adds + BatchNorm + resizes): the "
     "official code counted that way gives S 47.7 and L 275.8",
     "upsample": "outside the model in the official eval: bilinear, align_corners=True "
