@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip
 OUT    ?= out
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean py36 serve-env quantizers-env
+.PHONY: demo test lint bench venv clean py36 serve-env quantizers-env device-env
 
 # The Python 3.6 lane (Jetson TX2 / JetPack 4.6): pyenv's 3.6 when there is one, else python3.6
 # on PATH; `make PYTHON36=/path/to/python3.6` picks another. Without one the lane says so and
@@ -63,7 +63,7 @@ lint: $(STAMP)
 	$(BIN)/vermin -q --no-tips -t=3.6- --violations segdeploy/engines segdeploy/runtime segdeploy/bench \
 		segdeploy/__init__.py segdeploy/_version.py segdeploy/errors.py segdeploy/card.py segdeploy/_io.py segdeploy/_deps.py \
 		segdeploy/datasets.py segdeploy/eval segdeploy/samples.py segdeploy/_cli.py segdeploy/manifest.py segdeploy/plugins segdeploy/export/dblock.py \
-		segdeploy/serve segdeploy/check
+		segdeploy/serve segdeploy/check tests/device
 
 # pip 21.3.1 is the last pip for 3.6; `pip install .` (not editable) is what a device does.
 $(STAMP36): setup.cfg setup.py pyproject.toml requirements-py36.txt $(shell find segdeploy -name '*.py')
@@ -77,9 +77,38 @@ $(STAMP36): setup.cfg setup.py pyproject.toml requirements-py36.txt $(shell find
 py36:
 	@if [ -z "$(PYTHON36)" ]; then \
 		echo "Python 3.6 lane skipped: no python3.6 here (pyenv install 3.6.15, or make PYTHON36=...)"; \
-	else $(MAKE) --no-print-directory $(STAMP36) && echo "Python 3.6 lane: $(VENV36) ready"; fi
+	else $(MAKE) --no-print-directory $(STAMP36) $(PIP9_STAMP) && echo "Python 3.6 lane: $(VENV36) ready"; fi
 
-test: lint py36 serve-env
+# JetPack 4.6 as it comes: Python 3.6, pip 9.0.1, setuptools 39.0.1 and apt's numpy 1.13.3 (pip 9
+# console scripts check install_requires at start-up). tests/py36/test_pip9_jetpack.py installs
+# the checkout into it with `pip install --no-deps .` and runs the console scripts (~20 s, once).
+PIP9_VENV  := .venv-pip9
+PIP9_STAMP := $(PIP9_VENV)/.installed
+
+$(PIP9_STAMP):
+	rm -rf $(PIP9_VENV)
+	$(PYTHON36) -m venv $(PIP9_VENV)
+	$(PIP9_VENV)/bin/python -m pip install --quiet 'pip==21.3.1'
+	$(PIP9_VENV)/bin/python -m pip install --quiet 'numpy==1.13.3' 'setuptools==39.0.1'
+	$(PIP9_VENV)/bin/python -m pip install --quiet 'pip==9.0.1'
+	@touch $@
+
+# The device test lane (tests/device, tests/engines, tests/runtime, tests/plugins) in a torch-,
+# onnx- and cv2-free Python 3.11, as a T4 or Orin owner installs it: `pip install --no-deps .`
+# and requirements-device.txt. tests/device/test_device_lane.py collects the lane in it (~15 s, once).
+DEVICE_VENV  := .venv-device
+DEVICE_STAMP := $(DEVICE_VENV)/.installed
+
+$(DEVICE_STAMP): setup.cfg setup.py pyproject.toml requirements-device.txt
+	rm -rf $(DEVICE_VENV)
+	$(PYTHON) -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/python -m pip install --quiet --no-deps .
+	$(DEVICE_VENV)/bin/python -m pip install --quiet -r requirements-device.txt
+	@touch $@
+
+device-env: $(DEVICE_STAMP)
+
+test: lint py36 serve-env device-env
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
@@ -89,4 +118,4 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_runtime.py --out $(OUT)/bench
 
 clean:
-	rm -rf $(OUT) .pytest_cache .ruff_cache $(VENV36)
+	rm -rf $(OUT) .pytest_cache .ruff_cache $(VENV36) $(PIP9_VENV) $(DEVICE_VENV)

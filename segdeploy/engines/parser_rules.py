@@ -77,6 +77,11 @@ INT64_TENSORS_SINCE = (10, 0)  # TensorRT 10.0 DataType.INT64; 8.x casts int64 t
 _FLOAT, _INT32, _INT64, _FLOAT16 = 1, 6, 7, 10
 
 
+# The oldest release whose parser rules are here. TensorRT 8.0 (JetPack 4.6 GA) is refused in
+# one line rather than checked with 8.2's rules: its parser (onnx-tensorrt 8.0-GA) differs.
+OLDEST = (8, 2)
+
+
 class ParserRuleError(SegDeployError):
     """A graph that the target TensorRT release's ONNX parser rejects or misreads."""
 
@@ -112,13 +117,14 @@ def parse_version(text):
         raise SegDeployError(
             "TensorRT version {!r} is not MAJOR.MINOR (e.g. 8.2, 8.6, 10.8)".format(text)
         ) from None
-    if not numbers or numbers[0] < 8:
+    version = tuple(numbers + [0])[:2]
+    if not numbers or version < OLDEST:
         raise SegDeployError(
-            "TensorRT {} is older than segdeploy supports (8.2 is the oldest: JetPack 4.6)".format(
-                text
-            )
+            "TensorRT {} is older than segdeploy supports: 8.2 is the oldest, which JetPack "
+            "4.6.1 and newer ship (JetPack 4.6 GA has 8.0; upgrade to JetPack 4.6.1+, L4T "
+            "r32.7, as docs/gpu-runbook.md shows)".format(".".join(str(n) for n in numbers) or text)
         )
-    return tuple(numbers + [0])[:2]
+    return version
 
 
 def version_text(version):

@@ -33,13 +33,14 @@ def test_open_engine_picks_onnxruntime_and_reads_the_card(tiny_onnx):
 
 @pytest.mark.parametrize("level", ["disable", "basic", "extended", "all"])
 def test_io_binding_and_every_optimization_level_agree_with_plain_run(tiny_onnx, level):
-    with (
-        OnnxRuntimeEngine(tiny_onnx, device="cpu", io_binding=False) as plain,
-        OnnxRuntimeEngine(tiny_onnx, device="cpu", graph_optimization=level, threads=1) as bound,
-    ):
-        for seed in (0, 1):
-            expected = plain.infer(_feeds(seed))["labels"]
-            np.testing.assert_array_equal(bound.infer(_feeds(seed))["labels"], expected)
+    # Two with statements, not one parenthesised: the device lane collects this under Python 3.6.
+    with OnnxRuntimeEngine(tiny_onnx, device="cpu", io_binding=False) as plain:
+        with OnnxRuntimeEngine(
+            tiny_onnx, device="cpu", graph_optimization=level, threads=1
+        ) as bound:
+            for seed in (0, 1):
+                expected = plain.infer(_feeds(seed))["labels"]
+                np.testing.assert_array_equal(bound.infer(_feeds(seed))["labels"], expected)
 
 
 def test_bound_input_buffer_is_read_afresh_every_run(tiny_onnx):
