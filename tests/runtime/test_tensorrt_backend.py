@@ -9,6 +9,7 @@ conftest skips them, with the reason, where TensorRT or a GPU is missing.
 import importlib.util
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from segdeploy.runtime.backend import open_engine
 from segdeploy.runtime.tensorrt_backend import preflight
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 H, W = 64, 128
 
 
@@ -153,47 +155,11 @@ def test_no_cuda_binding_is_a_missing_dependency():
 
 
 def export_tiny_onnx(path, dynamic=False):
-    """regseg_tiny at 64x128 with the argmax in the graph, as segexport's labels variant."""
-    torch = pytest.importorskip("torch")
-    from segdeploy import models
-
-    torch.manual_seed(0)
-    net = models.build("regseg_tiny").eval()
-    try:  # the project's exporter when present: the same graph segexport writes
-        from segdeploy.export.onnx_export import export_onnx
-    except ImportError:
-        export_onnx = None
-    if export_onnx is not None:
-        export_onnx(
-            net,
-            str(path),
-            height=H,
-            width=W,
-            output="labels",
-            opset=13,
-            dynamic=True if dynamic else None,
-        )
-        return str(path)
-
-    class WithArgmax(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, image):
-            return self.inner(image).argmax(1)
-
-    axes = {"image": {2: "height", 3: "width"}, "labels": {1: "height", 2: "width"}}
-    torch.onnx.export(
-        WithArgmax(net),
-        torch.randn(1, 3, H, W),
-        str(path),
-        dynamo=False,
-        opset_version=13,
-        input_names=["image"],
-        output_names=["labels"],
-        dynamic_axes=axes if dynamic else None,
-    )
+    """The lane's committed tiny labels graph (tests/device/tiny_onnx.py: Conv + ArgMax, 64x128,
+    int64 labels as segexport's labels variant), copied to ``path``: no torch on the device."""
+    source = os.path.join(REPO, "tests", "device", "data")
+    name = "tiny_labels_dynamic.onnx" if dynamic else "tiny_labels.onnx"
+    shutil.copy(os.path.join(source, name), str(path))
     return str(path)
 
 
