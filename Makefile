@@ -77,7 +77,8 @@ $(STAMP36): setup.cfg setup.py pyproject.toml requirements-py36.txt $(shell find
 py36:
 	@if [ -z "$(PYTHON36)" ]; then \
 		echo "Python 3.6 lane skipped: no python3.6 here (pyenv install 3.6.15, or make PYTHON36=...)"; \
-	else $(MAKE) --no-print-directory $(STAMP36) $(PIP9_STAMP) && echo "Python 3.6 lane: $(VENV36) ready"; fi
+	else $(MAKE) --no-print-directory $(STAMP36) $(PIP9_STAMP) $(CMAKE310_STAMP) && \
+		echo "Python 3.6 lane: $(VENV36) ready"; fi
 
 # JetPack 4.6 as it comes: Python 3.6, pip 9.0.1, setuptools 39.0.1 and apt's numpy 1.13.3 (pip 9
 # console scripts check install_requires at start-up). tests/py36/test_pip9_jetpack.py installs
@@ -91,6 +92,17 @@ $(PIP9_STAMP):
 	$(PIP9_VENV)/bin/python -m pip install --quiet 'pip==21.3.1'
 	$(PIP9_VENV)/bin/python -m pip install --quiet 'numpy==1.13.3' 'setuptools==39.0.1'
 	$(PIP9_VENV)/bin/python -m pip install --quiet 'pip==9.0.1'
+	@touch $@
+
+# CMake 3.10 (JetPack 4.6 has 3.10.2) for tests/plugins/test_dblock_build.py: the registry's
+# 3.10.3 wheels are tagged for Python 3.6 (~35 s, once).
+CMAKE310_VENV  := .venv-cmake310
+CMAKE310_STAMP := $(CMAKE310_VENV)/.installed
+
+$(CMAKE310_STAMP):
+	rm -rf $(CMAKE310_VENV)
+	$(PYTHON36) -m venv $(CMAKE310_VENV)
+	$(CMAKE310_VENV)/bin/python -m pip install --quiet --only-binary=:all: 'cmake==3.10.3'
 	@touch $@
 
 # The device test lane (tests/device, tests/engines, tests/runtime, tests/plugins) in a torch-,
@@ -118,4 +130,4 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_runtime.py --out $(OUT)/bench
 
 clean:
-	rm -rf $(OUT) .pytest_cache .ruff_cache $(VENV36) $(PIP9_VENV) $(DEVICE_VENV)
+	rm -rf $(OUT) .pytest_cache .ruff_cache $(VENV36) $(PIP9_VENV) $(DEVICE_VENV) $(CMAKE310_VENV)

@@ -1,12 +1,16 @@
 """Build the DBlockConv TensorRT plugin library on the device with CMake and nvcc.
 
     python -m segdeploy.plugins.dblock.build --out build/dblock [--tensorrt-root DIR] [--arch 75]
+        [--trt-include DIR] [--trt-lib FILE_OR_DIR]
 
-Configures ``CMakeLists.txt`` (beside this file) into ``OUT/cmake``, builds it, and puts the
+Configures ``CMakeLists.txt`` (beside this file) into ``OUT/cmake`` the way CMake 3.10 (JetPack
+4.6) takes it (``cd OUT/cmake && cmake SRC``: ``-S``/``-B`` need 3.13), builds it, and puts the
 library at ``OUT/libdblock_plugin.so`` (atomically: a failed build leaves no library behind).
 ``--arch`` defaults to the GPU present (via nvidia-smi) when there is one. The library is loaded
 only where the user names it: ``segbuild --plugins OUT/libdblock_plugin.so`` or
-``Runtime(path, plugins=[...])``. Python 3.6 compatible.
+``Runtime(path, plugins=[...])``. TensorRT from pip: libnvinfer is found in the wheel's folder
+(``tensorrt_libs/libnvinfer.so.10``); headers come from ``--trt-include`` (see trt_locate). Python
+3.6 compatible.
 """
 
 import argparse
@@ -21,6 +25,7 @@ from ..._cli import run_main
 from ..._io import atomic_path, check_writable_dir
 from ..._version import __version__
 from ...errors import MissingDependencyError, SegDeployError
+from . import trt_locate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY = "libdblock_plugin.so"
@@ -45,10 +50,12 @@ def find_nvcc():
 
 
 def find_cmake():
-    path = shutil.which("cmake")
-    if not path:
+    """$CMAKE when set (e.g. a pip-installed CMake beside apt's), else cmake on PATH."""
+    path = os.environ.get("CMAKE") or shutil.which("cmake")
+    if not path or not os.path.isfile(path):
         raise MissingDependencyError(
-            "cmake was not found; install it (apt-get install cmake, or pip install cmake)"
+            "cmake was not found; install it (apt-get install cmake, or pip install cmake), or "
+            "set CMAKE to its path"
         )
     return path
 
@@ -76,18 +83,19 @@ _KNOWN_FAILURES = (
     (
         "NvInfer.h not found",
         "TensorRT's headers (NvInfer.h) were not found; pass --tensorrt-root with the TensorRT "
-        "directory that has include/NvInfer.h",
+        "directory that has include/NvInfer.h, or --trt-include; " + trt_locate.HEADERS_HINT,
     ),
     (
         "libnvinfer not found",
         "libnvinfer was not found; pass --tensorrt-root with the TensorRT directory that has "
-        "lib/libnvinfer.so",
+        "lib/libnvinfer.so, or --trt-lib with the file (pip: .../site-packages/tensorrt_libs/"
+        "libnvinfer.so.10)",
     ),
 )
 
 
-def _run(cmd, log, what):
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def _run(cmd, log, what, cwd=None):
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
     text = proc.stdout.decode("utf-8", "replace")
     with open(log, "a") as f:
         f.write("$ " + " ".join(cmd) + "\n" + text)
@@ -115,7 +123,50 @@ def plugin_form(tensorrt_root, stream, include=None):
     return ["-DDBLOCK_PLUGIN_API=" + api] if api else []
 
 
-def build(out_dir, tensorrt_root=None, archs=None, link_nvinfer=True, stream=None):
+def tensorrt_paths(tensorrt_root=None, trt_include=None, trt_lib=None, link_nvinfer=True):
+    """CMake cache entries for TensorRT: the headers folder and the libnvinfer file, each when
+    given or found (pip wheel) and else left to CMakeLists.txt's search. One-line errors for
+    folders without what they must hold, and for headers and library of different majors."""
+    entries = {}
+    if trt_include:
+        if not trt_locate.has_headers(trt_include):
+            raise MissingDependencyError(
+                "--trt-include {} has no NvInfer.h; {}".format(trt_include, trt_locate.HEADERS_HINT)
+            )
+        entries["TensorRT_INCLUDE_DIR"] = os.path.abspath(trt_include)
+    lib = None
+    if link_nvinfer:
+        if trt_lib:
+            lib = trt_lib if os.path.isfile(trt_lib) else trt_locate.nvinfer_in(trt_lib)
+            if not lib:
+                raise MissingDependencyError(
+                    "--trt-lib {} is neither libnvinfer nor a folder with libnvinfer.so*".format(
+                        trt_lib
+                    )
+                )
+        elif not tensorrt_root:
+            lib = trt_locate.find_wheel_nvinfer()
+        if lib:
+            entries["TensorRT_NVINFER"] = os.path.abspath(lib)
+    if trt_include and lib:
+        headers, major = trt_locate.header_version(trt_include), trt_locate.lib_major(lib)
+        if headers and major is not None and int(headers.split(".")[0]) != major:
+            raise SegDeployError(
+                "TensorRT headers {} ({}) and libnvinfer {} are different releases; take the "
+                "headers of the release that is installed".format(headers, trt_include, lib)
+            )
+    return entries
+
+
+def build(
+    out_dir,
+    tensorrt_root=None,
+    archs=None,
+    link_nvinfer=True,
+    stream=None,
+    trt_include=None,
+    trt_lib=None,
+):
     """Configure and build the plugin; return the library's path."""
     stream = stream or sys.stdout
     cmake = find_cmake()
@@ -128,12 +179,13 @@ def build(out_dir, tensorrt_root=None, archs=None, link_nvinfer=True, stream=Non
     log = os.path.join(os.path.abspath(out_dir), "build.log")
     if os.path.exists(log):
         os.remove(log)
+    entries = tensorrt_paths(tensorrt_root, trt_include, trt_lib, link_nvinfer)
+    if not os.path.isdir(build_dir):
+        os.makedirs(build_dir)
+    # `cmake SRC` run in the build folder: CMake 3.10 (JetPack 4.6) has no -S/-B (3.13+).
     configure = [
         cmake,
-        "-S",
         HERE,
-        "-B",
-        build_dir,
         "-DCMAKE_BUILD_TYPE=Release",
         "-DCMAKE_CUDA_COMPILER=" + nvcc,
         "-DDBLOCK_CUDA_ARCHS=" + ";".join(str(a) for a in archs),
@@ -141,17 +193,21 @@ def build(out_dir, tensorrt_root=None, archs=None, link_nvinfer=True, stream=Non
     ]
     if tensorrt_root:
         configure.append("-DTensorRT_ROOT=" + os.path.abspath(tensorrt_root))
-    configure += plugin_form(tensorrt_root, stream)
+    for key, value in sorted(entries.items()):
+        configure.append("-D{}={}".format(key, value))
+    if "TensorRT_NVINFER" in entries and not trt_lib:
+        stream.write("      libnvinfer of the pip wheel: {}\n".format(entries["TensorRT_NVINFER"]))
+    configure += plugin_form(tensorrt_root, stream, include=trt_include)
     steps = (
         ("configure (CMake, nvcc {})".format(nvcc), configure, "CMake configuration"),
-        ("compile kernel and plugin", [cmake, "--build", build_dir], "the build"),
+        ("compile kernel and plugin", [cmake, "--build", "."], "the build"),
     )
     output = ""
     for index, (title, cmd, what) in enumerate(steps, 1):
         stream.write("[{}/{}] {} ...\n".format(index, len(steps), title))
         stream.flush()
         start = time.time()
-        output += _run(cmd, log, what)
+        output += _run(cmd, log, what, cwd=build_dir)
         stream.write("      done in {:.1f} s\n".format(time.time() - start))
     built = os.path.join(build_dir, LIBRARY)
     if not os.path.isfile(built):
@@ -180,6 +236,18 @@ def main(argv=None):
         "found without it)",
     )
     parser.add_argument(
+        "--trt-include",
+        metavar="DIR",
+        help="folder with NvInfer.h (pip's wheels have none: the TensorRT GitHub release "
+        "branch's include/, or the tar/deb dev package's)",
+    )
+    parser.add_argument(
+        "--trt-lib",
+        metavar="PATH",
+        help="libnvinfer to link, or its folder (default: found under --tensorrt-root, the "
+        "system paths, or pip's tensorrt_libs/libnvinfer.so.10)",
+    )
+    parser.add_argument(
         "--arch",
         action="append",
         metavar="SM",
@@ -201,7 +269,14 @@ def main(argv=None):
                     "--arch takes SM numbers such as 75 or 62, got {}".format(", ".join(args.arch))
                 )
             archs = args.arch
-        path = build(args.out, args.tensorrt_root, archs, link_nvinfer=not args.no_link_nvinfer)
+        path = build(
+            args.out,
+            args.tensorrt_root,
+            archs,
+            link_nvinfer=not args.no_link_nvinfer,
+            trt_include=args.trt_include,
+            trt_lib=args.trt_lib,
+        )
         sys.stdout.write(path + "\n")
 
     return run_main(parser.prog, body, "no plugin library written")
