@@ -166,8 +166,10 @@ def build(
     stream=None,
     trt_include=None,
     trt_lib=None,
+    dry_run=False,
 ):
-    """Configure and build the plugin; return the library's path."""
+    """Configure and build the plugin; return the library's path. ``dry_run``: write the
+    commands (cd, configure, build) to ``stream`` and run nothing; returns None."""
     stream = stream or sys.stdout
     cmake = find_cmake()
     nvcc = find_nvcc()
@@ -177,11 +179,7 @@ def build(
         archs = [arch] if arch else []
     build_dir = os.path.join(os.path.abspath(out_dir), "cmake")
     log = os.path.join(os.path.abspath(out_dir), "build.log")
-    if os.path.exists(log):
-        os.remove(log)
     entries = tensorrt_paths(tensorrt_root, trt_include, trt_lib, link_nvinfer)
-    if not os.path.isdir(build_dir):
-        os.makedirs(build_dir)
     # `cmake SRC` run in the build folder: CMake 3.10 (JetPack 4.6) has no -S/-B (3.13+).
     configure = [
         cmake,
@@ -202,6 +200,15 @@ def build(
         ("configure (CMake, nvcc {})".format(nvcc), configure, "CMake configuration"),
         ("compile kernel and plugin", [cmake, "--build", "."], "the build"),
     )
+    if dry_run:
+        stream.write("mkdir -p {0} && cd {0}\n".format(build_dir))
+        for _, cmd, _ in steps:
+            stream.write(" ".join(cmd) + "\n")
+        return None
+    if os.path.exists(log):
+        os.remove(log)
+    if not os.path.isdir(build_dir):
+        os.makedirs(build_dir)
     output = ""
     for index, (title, cmd, what) in enumerate(steps, 1):
         stream.write("[{}/{}] {} ...\n".format(index, len(steps), title))
@@ -255,6 +262,11 @@ def main(argv=None):
         "(default: the GPU present)",
     )
     parser.add_argument(
+        "--print-cmake",
+        action="store_true",
+        help="print the CMake commands this would run (with the paths it found) and stop",
+    )
+    parser.add_argument(
         "--no-link-nvinfer",
         action="store_true",
         help="do not link libnvinfer (its symbols resolve when TensorRT loads the plugin)",
@@ -276,8 +288,10 @@ def main(argv=None):
             link_nvinfer=not args.no_link_nvinfer,
             trt_include=args.trt_include,
             trt_lib=args.trt_lib,
+            dry_run=args.print_cmake,
         )
-        sys.stdout.write(path + "\n")
+        if path:
+            sys.stdout.write(path + "\n")
 
     return run_main(parser.prog, body, "no plugin library written")
 
