@@ -26,6 +26,7 @@ Each block is RegSeg's D block whole (1x1 conv, ReLU, the 3x3 stage, ReLU, squee
 Python 3.6 compatible; torch, onnx and the backends are imported by the functions that use them.
 """
 
+import importlib.util
 import os
 import shutil
 import sys
@@ -110,6 +111,11 @@ def _torch_runners(weights, x, device, threads):
 def _write_graphs(weights, height, width, workdir, fp16_typed=False):
     """Write each block's ONNX graph and the fused (1,14) graph; returns label -> path.
     ``fp16_typed``: write FP16-typed graphs (FP32 I/O), what TensorRT 11 builds FP16 from."""
+    if not fp16_typed and importlib.util.find_spec("onnx") is None:
+        # A device without onnx (Jetson TX2): the same bytes, written with numpy alone.
+        from . import block_onnx
+
+        return block_onnx.write_graphs(BLOCKS, weights, height, width, workdir, FUSED, FUSED_OF)
     from ..engines.dblock_graph import fuse_dblocks
 
     paths = {}
