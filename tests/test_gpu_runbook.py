@@ -124,7 +124,7 @@ def test_runbook_runs_as_written(tmp_path):
             os.path.join(REPO, name), str(work / name), ignore=shutil.ignore_patterns("__pycache__")
         )
     base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    base.update(PYTHONNOUSERSITE="1", HOME=str(tmp_path / "home"))
+    base.update(PYTHONNOUSERSITE="1")
     wheels = _wheelhouse(tmp_path)
     for index, (env_name, lines) in enumerate(blocks()):
         if env_name == "gpu":
