@@ -1,8 +1,9 @@
 """TensorRT from pip for the plugin build: libnvinfer found in the wheels' folders by file name,
 --trt-include / --trt-lib checked before CMake runs, and one line saying where headers come from.
 
-The layouts are the file names pip installs for tensorrt-cu12-libs 10.3 (``tensorrt_libs/``) and
-tensorrt 8.6.1 (libraries inside ``tensorrt/``); the files here are empty: nothing is loaded.
+The layouts are the file names pip installs: ``tensorrt_libs/`` for tensorrt-cu12-libs 10.x and
+tensorrt 8.6.1's tensorrt-libs (``libnvinfer.so.10`` / ``.so.8``), the libraries inside
+``tensorrt/`` for the single wheels of 8.4 and 8.5; the files here are empty: nothing is loaded.
 """
 
 import os
@@ -25,9 +26,18 @@ WHEEL_10 = [
     "tensorrt/tensorrt.so",
 ]
 WHEEL_86 = [
+    "tensorrt_libs/__init__.py",
+    "tensorrt_libs/libnvinfer.so.8",
+    "tensorrt_libs/libnvinfer_builder_resource.so.8.6.1",
+    "tensorrt_libs/libnvinfer_plugin.so.8",
+    "tensorrt_libs/libnvonnxparser.so.8",
+    "tensorrt_bindings/__init__.py",
+    "tensorrt/__init__.py",
+]
+WHEEL_85 = [
     "tensorrt/__init__.py",
     "tensorrt/libnvinfer.so.8",
-    "tensorrt/libnvinfer_builder_resource.so.8.6.1",
+    "tensorrt/libnvinfer_builder_resource.so.8.5.3",
     "tensorrt/libnvinfer_plugin.so.8",
     "tensorrt/libnvonnxparser.so.8",
     "tensorrt/tensorrt.so",
@@ -61,7 +71,11 @@ def test_pick_nvinfer(names, chosen):
 
 @pytest.mark.parametrize(
     "files,expected,major",
-    [(WHEEL_10, "tensorrt_libs/libnvinfer.so.10", 10), (WHEEL_86, "tensorrt/libnvinfer.so.8", 8)],
+    [
+        (WHEEL_10, "tensorrt_libs/libnvinfer.so.10", 10),
+        (WHEEL_86, "tensorrt_libs/libnvinfer.so.8", 8),
+        (WHEEL_85, "tensorrt/libnvinfer.so.8", 8),
+    ],
 )
 def test_wheel_nvinfer_is_found_by_name(tmp_path, files, expected, major):
     site = layout(tmp_path / "site-packages", files)
@@ -108,7 +122,7 @@ def test_headers_and_library_of_different_releases_are_refused(tmp_path):
     site = layout(tmp_path / "site", WHEEL_86)
     include = _headers(tmp_path / "inc10", 10)
     with pytest.raises(SegDeployError) as info:
-        build.tensorrt_paths(trt_include=include, trt_lib=os.path.join(site, "tensorrt"))
+        build.tensorrt_paths(trt_include=include, trt_lib=os.path.join(site, "tensorrt_libs"))
     assert "headers 10.3.0" in str(info.value) and "different releases" in str(info.value)
 
 

@@ -1,10 +1,11 @@
 """Where TensorRT's headers and libnvinfer are for the plugin build, including pip's wheels.
 
 pip's TensorRT wheels ship libraries and no headers: ``tensorrt_libs/libnvinfer.so.10`` (the
-``tensorrt-cu12-libs`` / ``tensorrt-cu13-libs`` wheels of 10.x and 11.x) or
-``tensorrt/libnvinfer.so.8`` (8.6's single wheel), names that CMake's ``find_library(nvinfer)``
-does not match. This module finds those files by name only (nothing is loaded) and says in one
-line where headers come from. Python 3.6 compatible.
+``tensorrt-cu12-libs`` / ``tensorrt-cu13-libs`` wheels of 10.x and 11.x; 8.6.1's ``tensorrt-libs``
+has ``libnvinfer.so.8`` there) or ``tensorrt/libnvinfer.so.8`` (the single wheels of 8.4 and
+8.5), names that CMake's ``find_library(nvinfer)`` does not match. This module finds those files
+by name only (nothing is loaded) and says in one line where headers come from. Python 3.6
+compatible.
 """
 
 import importlib.util
@@ -13,7 +14,7 @@ import re
 
 # libnvinfer.so, libnvinfer.so.10, libnvinfer.so.10.3.0 -- not libnvinfer_plugin, _lean, ...
 _NVINFER = re.compile(r"^libnvinfer\.so(?:\.(\d+(?:\.\d+)*))?$")
-# Packages whose folder holds libnvinfer in pip installs: 10.x/11.x libs wheel, then 8.6's wheel.
+# Packages whose folder holds libnvinfer in pip installs: the libs wheels (8.6+), then 8.4/8.5's.
 WHEEL_PACKAGES = ("tensorrt_libs", "tensorrt")
 
 HEADERS_HINT = (
