@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from .._io import write_bytes
+from .block_graphs import BLOCKS, FUSED, FUSED_OF, GROUP_WIDTH
 
 _FLOAT, _INT64 = 1, 7
 _ATTR_INT, _ATTR_STRING, _ATTR_INTS = 2, 3, 7
@@ -121,7 +122,7 @@ def block_bytes(dilations, weights, height, width, fused=False, opset=13):
     h = op("Relu", [conv("conv1", "x", weights["conv1"])], "act1")
     fused_init = []
     if dilations is None:
-        h = op("Relu", [conv("conv2", h, weights["conv2"][0], 1, width_ // 16)], "act2")
+        h = op("Relu", [conv("conv2", h, weights["conv2"][0], 1, width_ // GROUP_WIDTH)], "act2")
     elif fused:
         w = np.concatenate([wb[0] for wb in weights["conv2"]], axis=0).astype(np.float32)
         b = np.concatenate([wb[1] for wb in weights["conv2"]], axis=0).astype(np.float32)
@@ -129,7 +130,7 @@ def block_bytes(dilations, weights, height, width, fused=False, opset=13):
         nodes.append(
             node(PLUGIN_NAME, [h, "dblock_0.weight", "dblock_0.bias"], ["act2"],
                  PLUGIN_NAME + "_0", domain=DOMAIN, dilations=[int(d) for d in dilations],
-                 group_width=16, relu=1, plugin_version=PLUGIN_VERSION,
+                 group_width=GROUP_WIDTH, relu=1, plugin_version=PLUGIN_VERSION,
                  plugin_namespace=PLUGIN_NAMESPACE)
         )  # fmt: skip
         h = "act2"
@@ -138,7 +139,7 @@ def block_bytes(dilations, weights, height, width, fused=False, opset=13):
         const("split_sizes", np.array([half, half], np.int64))
         nodes.append(node("Split", [h, "split_sizes"], ["part0", "part1"], "split", axis=1))
         branches = [
-            conv("conv2_{}".format(i), "part{}".format(i), wb, d, half // 16)
+            conv("conv2_{}".format(i), "part{}".format(i), wb, d, half // GROUP_WIDTH)
             for i, (wb, d) in enumerate(zip(weights["conv2"], dilations))
         ]
         h = op("Relu", [op("Concat", branches, "concat", axis=1)], "act2")
@@ -156,15 +157,15 @@ def block_bytes(dilations, weights, height, width, fused=False, opset=13):
     )  # fmt: skip
 
 
-def write_graphs(blocks, weights, height, width, workdir, fused_label, fused_of):
+def write_graphs(weights, height, width, workdir):
     """What ``blocks._write_graphs`` writes (FP32 graphs), without onnx: label -> path."""
     paths = {}
-    for label, dilations in blocks:
+    for label, dilations in BLOCKS:
         path = os.path.join(workdir, "block_{}.onnx".format(len(paths)))
         write_bytes(path, block_bytes(dilations, weights[label], height, width))
         paths[label] = path
-        if label == fused_of:
+        if label == FUSED_OF:
             path = os.path.join(workdir, "block_fused.onnx")
             write_bytes(path, block_bytes(dilations, weights[label], height, width, fused=True))
-            paths[fused_label] = path
+            paths[FUSED] = path
     return paths

@@ -115,7 +115,7 @@ def _write_graphs(weights, height, width, workdir, fp16_typed=False):
         # A device without onnx (Jetson TX2): the same bytes, written with numpy alone.
         from . import block_onnx
 
-        return block_onnx.write_graphs(BLOCKS, weights, height, width, workdir, FUSED, FUSED_OF)
+        return block_onnx.write_graphs(weights, height, width, workdir)
     from ..engines.dblock_graph import fuse_dblocks
 
     paths = {}

@@ -45,7 +45,10 @@ def test_segbuild_print_trtexec_for_80_is_a_one_line_refusal(capsys):
 
 def test_an_installed_80_is_refused_in_one_line(monkeypatch, capsys):
     """JetPack 4.6 GA's TensorRT 8.0.1 as the installed release (its version number only)."""
-    monkeypatch.setattr(build_cli, "installed_tensorrt_version", lambda: (8, 0))
+    from segdeploy.engines import plan_build
+
+    for module in (build_cli, plan_build):  # the name segbuild asks, wherever it is bound
+        monkeypatch.setattr(module, "installed_tensorrt_version", lambda: (8, 0))
     assert build_cli.main([tiny_onnx.path("static"), "--print-trtexec"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TensorRT 8.0 is older" in err[0] and "JetPack 4.6.1" in err[0]
