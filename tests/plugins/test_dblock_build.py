@@ -1,5 +1,6 @@
 """Building the plugin library with CMake + nvcc (where both exist; TensorRT headers optional)."""
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -66,10 +67,14 @@ def test_builds_the_library_against_tensorrt_headers(tmp_path):
     not os.path.isfile(CMAKE_310), reason="no CMake 3.10 at {} (make py36)".format(CMAKE_310)
 )
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc here")
-def test_cmake_310_configures_and_builds(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("plugin", ["dblock", "seghead"])
+def test_cmake_310_configures_and_builds(tmp_path, monkeypatch, capsys, plugin):
     """CMake 3.10 has no -S/-B: it took the build folder for the source ("The source directory
     .../cmake does not exist"). Configure reaches CMakeLists.txt's own header check without
     headers, and builds the library for sm_75 where SEGDEPLOY_TRT_INCLUDES names some."""
+    tool = (
+        build if plugin == "dblock" else importlib.import_module("segdeploy.plugins.seghead.build")
+    )
     version = subprocess.run([CMAKE_310, "--version"], stdout=subprocess.PIPE, check=True)
     assert version.stdout.decode().split()[2].startswith("3.10.")
     monkeypatch.setenv("CMAKE", CMAKE_310)
@@ -77,7 +82,7 @@ def test_cmake_310_configures_and_builds(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     if not TRT_INCLUDES:
         argv = ["--out", str(out), "--tensorrt-root", str(tmp_path), "--arch", "75"]
-        assert build.main(argv) == 2
+        assert tool.main(argv) == 2
         err = capsys.readouterr().err
         assert "NvInfer.h) were not found" in err, err
         with open(str(out / "build.log")) as f:
@@ -86,5 +91,5 @@ def test_cmake_310_configures_and_builds(tmp_path, monkeypatch, capsys):
         return
     include = TRT_INCLUDES[-1]
     argv = ["--out", str(out), "--trt-include", include, "--no-link-nvinfer", "--arch", "75"]
-    assert build.main(argv) == 0
-    assert os.path.getsize(str(out / build.LIBRARY)) > 0
+    assert tool.main(argv) == 0
+    assert os.path.getsize(str(out / tool.LIBRARY)) > 0

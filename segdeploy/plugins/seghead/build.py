@@ -28,13 +28,11 @@ PluginBuildError = dblock_build.PluginBuildError
 
 
 def configure_command(cmake, nvcc, build_dir, archs, tensorrt_root=None, link_nvinfer=True):
-    """The CMake configure line for ``build_dir``."""
+    """The CMake configure line, run inside ``build_dir``: ``cmake SRC``, the form CMake 3.10
+    (JetPack 4.6) takes (``-S``/``-B`` need 3.13)."""
     cmd = [
         cmake,
-        "-S",
         HERE,
-        "-B",
-        build_dir,
         "-DCMAKE_BUILD_TYPE=Release",
         "-DCMAKE_CUDA_COMPILER=" + nvcc,
         "-DSEGHEAD_CUDA_ARCHS=" + ";".join(str(a) for a in archs),
@@ -45,8 +43,18 @@ def configure_command(cmake, nvcc, build_dir, archs, tensorrt_root=None, link_nv
     return cmd
 
 
-def build(out_dir, tensorrt_root=None, archs=None, link_nvinfer=True, stream=None):
-    """Configure and build the plugin; return the library's path."""
+def build(
+    out_dir,
+    tensorrt_root=None,
+    archs=None,
+    link_nvinfer=True,
+    stream=None,
+    trt_include=None,
+    trt_lib=None,
+):
+    """Configure and build the plugin; return the library's path. ``trt_include`` /
+    ``trt_lib``: TensorRT's headers and libnvinfer where CMake would not find them (pip's
+    wheels: see ``dblock.build.tensorrt_paths``)."""
     stream = stream or sys.stdout
     cmake = dblock_build.find_cmake()
     nvcc = dblock_build.find_nvcc()
@@ -58,20 +66,21 @@ def build(out_dir, tensorrt_root=None, archs=None, link_nvinfer=True, stream=Non
     log = os.path.join(os.path.abspath(out_dir), "build.log")
     if os.path.exists(log):
         os.remove(log)
+    configure = configure_command(cmake, nvcc, build_dir, archs, tensorrt_root, link_nvinfer)
+    entries = dblock_build.tensorrt_paths(tensorrt_root, trt_include, trt_lib, link_nvinfer)
+    configure += ["-D{}={}".format(k, v) for k, v in sorted(entries.items())]
+    if not os.path.isdir(build_dir):
+        os.makedirs(build_dir)
     steps = (
-        (
-            "configure (CMake, nvcc {})".format(nvcc),
-            configure_command(cmake, nvcc, build_dir, archs, tensorrt_root, link_nvinfer),
-            "CMake configuration",
-        ),
-        ("compile kernel and plugin", [cmake, "--build", build_dir], "the build"),
+        ("configure (CMake, nvcc {})".format(nvcc), configure, "CMake configuration"),
+        ("compile kernel and plugin", [cmake, "--build", "."], "the build"),
     )
     output = ""
     for index, (title, cmd, what) in enumerate(steps, 1):
         stream.write("[{}/{}] {} ...\n".format(index, len(steps), title))
         stream.flush()
         start = time.time()
-        output += dblock_build._run(cmd, log, what)
+        output += dblock_build._run(cmd, log, what, cwd=build_dir)
         stream.write("      done in {:.1f} s\n".format(time.time() - start))
     built = os.path.join(build_dir, LIBRARY)
     if not os.path.isfile(built):
@@ -100,6 +109,18 @@ def main(argv=None):
         "found without it)",
     )
     parser.add_argument(
+        "--trt-include",
+        metavar="DIR",
+        help="folder with NvInfer.h (pip's wheels have none: the TensorRT GitHub release "
+        "branch's include/, or the tar/deb dev package's)",
+    )
+    parser.add_argument(
+        "--trt-lib",
+        metavar="PATH",
+        help="libnvinfer to link, or its folder (default: found under --tensorrt-root, the "
+        "system paths, or pip's tensorrt_libs/libnvinfer.so.10)",
+    )
+    parser.add_argument(
         "--arch",
         action="append",
         metavar="SM",
@@ -121,7 +142,14 @@ def main(argv=None):
                     "--arch takes SM numbers such as 75 or 62, got {}".format(", ".join(args.arch))
                 )
             archs = args.arch
-        path = build(args.out, args.tensorrt_root, archs, link_nvinfer=not args.no_link_nvinfer)
+        path = build(
+            args.out,
+            args.tensorrt_root,
+            archs,
+            link_nvinfer=not args.no_link_nvinfer,
+            trt_include=args.trt_include,
+            trt_lib=args.trt_lib,
+        )
         sys.stdout.write(path + "\n")
 
     return run_main(parser.prog, body, "no plugin library written")
