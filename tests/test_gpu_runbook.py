@@ -70,6 +70,21 @@ def test_runbook_blocks_name_known_environments_and_parse_as_shell():
             assert proc.returncode == 0, (env, text, proc.stderr.decode())
 
 
+def test_no_command_hides_outside_a_fenced_block():
+    """An indented code block would be a command the test never sees: every one is fenced."""
+    with open(RUNBOOK, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    fenced, previous, loose = False, "", []
+    for number, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and line.startswith("    ") and not previous.strip():
+            loose.append("{}: {}".format(number, line.strip()))
+        previous = line
+    assert not fenced, "a ``` block is not closed"
+    assert loose == [], "indented code outside ```sh/```text blocks:\n" + "\n".join(loose)
+
+
 def test_the_convention_parser():
     text = (
         "```sh\n# env: device\nsegbuild a.onnx  # GPU only\npip install x  # setup\n"
