@@ -5,7 +5,8 @@ The runbook's own comment (top of the file) gives the convention: the block's fi
 ``jetpack46``: ``.venv-pip9``, Python 3.6 + pip 9.0.1 + setuptools 39.0.1 + numpy 1.13.3;
 ``device``: ``.venv-device``, Python 3.11 without torch, onnx or OpenCV; ``gpu``: not run). In a
 block, ``# GPU only`` lines are not run, ``# here: CMD`` lines run CMD, ``# setup`` lines are
-what the prepared environment stands in for. Every block, run or not, must be valid shell.
+what the prepared environment stands in for, and a comment with ``not here: WHY`` is not run.
+Every block, run or not, must be valid shell.
 
 The blocks run in order, in one copy of the checkout (the host's export writes ``out/`` for the
 device blocks). pip 9 cannot reach the registry from this machine, so its installs read a folder
@@ -53,7 +54,7 @@ def script_for(lines):
         here = re.search(r"#\s*here:\s*(.+)$", line)
         if here:
             out.append(here.group(1).strip())
-        elif re.search(r"#\s*(GPU only|setup)\b", line):
+        elif re.search(r"#\s*(GPU only|setup)\b", line) or re.search(r"#.*\bnot here:", line):
             out.append(": skipped here")
         else:
             out.append(line)
@@ -88,7 +89,8 @@ def test_no_command_hides_outside_a_fenced_block():
 def test_the_convention_parser():
     text = (
         "```sh\n# env: device\nsegbuild a.onnx  # GPU only\npip install x  # setup\n"
-        "segbuild b.onnx   # here: segbuild b.onnx --print-trtexec\nls\n```\n"
+        "segbuild b.onnx   # here: segbuild b.onnx --print-trtexec\nls\n"
+        "pip install y  # for z; not here: why\n```\n"
     )
     ((env, lines),) = blocks(text)
     assert env == "device"
@@ -97,6 +99,7 @@ def test_the_convention_parser():
         ": skipped here",
         "segbuild b.onnx --print-trtexec",
         "ls",
+        ": skipped here",
     ]
 
 
