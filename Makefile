@@ -82,7 +82,7 @@ py36:
 
 # JetPack 4.6 as it comes: Python 3.6, pip 9.0.1, setuptools 39.0.1 and apt's numpy 1.13.3 (pip 9
 # console scripts check install_requires at start-up). tests/py36/test_pip9_jetpack.py installs
-# the checkout into it with `pip install --no-deps .` and runs the console scripts (~20 s, once).
+# the checkout into it with `pip install --no-deps .` and runs the console scripts (~35 s, once).
 PIP9_VENV  := .venv-pip9
 PIP9_STAMP := $(PIP9_VENV)/.installed
 
@@ -106,8 +106,8 @@ $(CMAKE310_STAMP):
 	@touch $@
 
 # The device test lane (tests/device, tests/engines, tests/runtime, tests/plugins) in a torch-,
-# onnx- and cv2-free Python 3.11, as a T4 or Orin owner installs it: `pip install --no-deps .`
-# and requirements-device.txt. tests/device/test_device_lane.py collects the lane in it (~15 s, once).
+# onnx- and cv2-free $(PYTHON) (3.11 here), as a T4 or Orin owner installs it: `pip install --no-deps .`
+# and requirements-device.txt. tests/device/test_device_lane.py collects the lane in it (~30 s, once).
 DEVICE_VENV  := .venv-device
 DEVICE_STAMP := $(DEVICE_VENV)/.installed
 
