@@ -5,7 +5,16 @@ model = models.build("regseg", num_classes=19)
 models.load_checkpoint(model, "cityscapes.pth")
 """
 
-from . import deeplabv3plus, lraspp, regseg, swiftnet, ti_lite  # noqa: F401  (registers)
+from . import (  # noqa: F401  (registers)
+    bisenetv2,
+    deeplabv3plus,
+    fchardnet,
+    lraspp,
+    regseg,
+    stdc,
+    swiftnet,
+    ti_lite,
+)
 from .backbone_weights import load_backbone_weights
 from .checkpoint import load_checkpoint, read_checkpoint
 from .registry import ModelSpec, build, get_spec, list_models, register_model
