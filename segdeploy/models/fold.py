@@ -43,6 +43,20 @@ def _fold_into(conv: nn.Module, bn: nn.Module, start: int, stop: int) -> None:
         conv.bias = nn.Parameter((bias - mean) * scale + beta)
 
 
+class _Tracer(fx.Tracer):
+    """fx's tracer, with subclasses of the conv and BatchNorm modules kept as leaves too (fx
+    keeps only torch.nn's own classes; a zoo model may subclass BatchNorm2d to change its
+    state_dict keys, e.g. STDC-Seg's head without ``num_batches_tracked``)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _CONVS + _BNS) or super().is_leaf_module(m, module_qualified_name)
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    graph = _Tracer().trace(model)
+    return fx.GraphModule(model, graph, type(model).__name__)
+
+
 def _call_counts(graph: fx.Graph):
     counts = {}
     for node in graph.nodes:
@@ -83,7 +97,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval()
     spec = getattr(model, "segdeploy_spec", None)
     try:
-        traced = fx.symbolic_trace(model)
+        traced = _trace(model)
     except Exception as exc:  # data-dependent control flow and the like
         raise FoldError("torch.fx cannot trace {}: {}".format(type(model).__name__, exc)) from exc
     modules = dict(traced.named_modules())
