@@ -39,9 +39,33 @@ def complexity_rows(names, input_hw):
                 "paper_fps": paper.get("fps"),
                 "paper_fps_device": paper.get("fps_device"),
                 "source": spec.paper.get("source", ""),
+                "paper_resolution": _resolutions(spec.paper),
+                "implementation": spec.paper.get("implementation"),
+                "license": spec.paper.get("license"),
+                "eval_upsample": spec.paper.get("eval_upsample"),
+                "counting": spec.paper.get("counting"),
             }
         )
     return rows
+
+
+def _resolutions(paper):
+    """'512x1024' or, for a network published at several input scales, 'Seg50 512x1024, ...'."""
+    named = paper.get("resolutions")
+    if named:
+        return ", ".join("{} {}x{}".format(k, *hw) for k, hw in sorted(named.items()))
+    hw = paper.get("resolution")
+    return "{}x{}".format(*hw) if hw else None
+
+
+# the zoo's notes per model, printed under its source line where the paper dict has them
+_NOTES = (
+    ("paper_resolution", "published at"),
+    ("implementation", "implementation"),
+    ("license", "licence"),
+    ("eval_upsample", "upsampling"),
+    ("counting", "counting"),
+)
 
 
 def format_table(rows, input_hw):
@@ -88,7 +112,12 @@ def format_table(rows, input_hw):
                 for i, (x, w) in enumerate(zip(row, widths))
             )
         )
-    sources = ["  {}: {}".format(r["model"], r["source"]) for r in rows if r["source"]]
+    sources = []
+    for r in rows:
+        if r["source"]:
+            sources.append("  {}: {}".format(r["model"], r["source"]))
+        if r["implementation"]:  # the rivals' records carry notes beyond the source
+            sources.extend("    {}: {}".format(label, r[k]) for k, label in _NOTES if r[k])
     if sources:
         out.append("paper figures (shown only where the paper gives them at this size):")
         out.extend(sources)

@@ -247,8 +247,8 @@ class BiSeNetV2(nn.Module):
         "license": BISENETV2_LICENSE,
         "eval_upsample": "in the model: x8 bilinear, align_corners=False; tools/evaluate.py "
         "resizes to the label size bilinear, align_corners=True (identity at 1024x2048)",
-        "counting": "no parameter or multiply-add figure of this implementation is published; "
-        "the paper's GFLOPs are for the authors' unreleased network",
+        "counting": "no parameter or multiply-add figure of this implementation is published, "
+        "and the paper's (for the authors' unreleased network) is not recorded here",
         "source": "BiSeNetV2 paper abstract (72.6 test mIoU, 156 FPS on a GTX 1080 Ti, 2048x1024 "
         "frames resized to 512x1024); CoinCheung/BiSeNet README (74.95 val mIoU single scale "
         "at 1024x2048)",
