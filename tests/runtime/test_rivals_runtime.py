@@ -23,8 +23,8 @@ from runtime_support import reference_labels, smooth_frame, tiny_model
 import segdeploy
 import segdeploy.models
 from segdeploy.bench.frames import write_scenes
+from segdeploy.card import read_onnx_card as read_card
 from segdeploy.export.cli import main as segexport
-from segdeploy.export.onnx_export import read_card
 
 H, W = 64, 128
 
