@@ -42,7 +42,7 @@ def complexity_rows(names, input_hw):
                 "paper_resolution": _resolutions(spec.paper),
                 "implementation": spec.paper.get("implementation"),
                 "license": spec.paper.get("license"),
-                "eval_upsample": spec.paper.get("eval_upsample"),
+                "upsample": spec.paper.get("upsample"),
                 "counting": spec.paper.get("counting"),
             }
         )
@@ -63,7 +63,7 @@ _NOTES = (
     ("paper_resolution", "published at"),
     ("implementation", "implementation"),
     ("license", "licence"),
-    ("eval_upsample", "upsampling"),
+    ("upsample", "upsampling"),
     ("counting", "counting"),
 )
 

@@ -245,7 +245,7 @@ class BiSeNetV2(nn.Module):
         "implementation_miou_val": 74.95,
         "implementation_resolution": (1024, 2048),
         "license": BISENETV2_LICENSE,
-        "eval_upsample": "in the model: x8 bilinear, align_corners=False; tools/evaluate.py "
+        "upsample": "in the model: x8 bilinear, align_corners=False; tools/evaluate.py "
         "resizes to the label size bilinear, align_corners=True (identity at 1024x2048)",
         "counting": "no parameter or multiply-add figure of this implementation is published, "
         "and the paper's (for the authors' unreleased network) is not recorded here",

@@ -158,7 +158,7 @@ class FCHarDNet(nn.Module):
         "miou_test": 76.0,
         "license": FCHARDNET_LICENSE,
         "implementation": "official (PingoLH/FCHarDNet)",
-        "eval_upsample": "in the model: bilinear, align_corners=True to the input size; "
+        "upsample": "in the model: bilinear, align_corners=True to the input size; "
         "validate.py evaluates at 1024x2048 with no further resize",
         "counting": "RegSeg Table 9 (4.12 M, 35.6 GFLOPs) matches fvcore's count (multiply-adds "
         "+ BN + upsampling); the FCHarDNet README gives 4.1 M and 35.4 'GMACs / GFLOPs'",

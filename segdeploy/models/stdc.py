@@ -273,7 +273,7 @@ def _paper(**figures):
         "fps_protocol": "stdc",
         "implementation": "official (MichaelFan01/STDC-Seg)",
         "license": STDC_LICENSE,
-        "eval_upsample": "in the model: bilinear, align_corners=True to the input size; "
+        "upsample": "in the model: bilinear, align_corners=True to the input size; "
         "evaluation.py then resizes to the label size bilinear, align_corners=True (our runtime "
         "resizes the labels with nearest neighbour instead)",
         "counting": "RegSeg Table 9's 16.1 M for STDC2-Seg75 is every parameter of the official "
