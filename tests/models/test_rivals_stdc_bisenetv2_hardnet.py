@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from segdeploy.bench.complexity import complexity
+from segdeploy.bench.counting import complexity
 from segdeploy.errors import CheckpointError
 from segdeploy.models import build, get_spec, load_checkpoint
 from segdeploy.models.fchardnet import harmonic_links
