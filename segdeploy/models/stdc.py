@@ -271,6 +271,7 @@ def _paper(**figures):
         "resolutions": {"Seg50": (512, 1024), "Seg75": (768, 1536)},
         "fps_device": "gtx1080ti",
         "fps_protocol": "stdc",
+        "fps_software": "TensorRT 5.1.5 (the STDC-Seg README's speed-test setup)",
         "implementation": "official (MichaelFan01/STDC-Seg)",
         "license": STDC_LICENSE,
         "upsample": "in the model: bilinear, align_corners=True to the input size; "
