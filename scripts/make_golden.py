@@ -237,6 +237,27 @@ def _official_eval_model(train_net, deploy_net, output_index, align_corners):
     return Official()
 
 
+def _only_first_output(net):
+    """Wrap an official model whose forward returns a tuple (logits first)."""
+    import torch
+
+    class Official(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x)[0]
+
+        def state_dict(self, *args, **kwargs):
+            return self.net.state_dict(*args, **kwargs)
+
+        def load_state_dict(self, state, strict=True):
+            return self.net.load_state_dict(state, strict=strict)
+
+    return Official()
+
+
 def official_ddrnet(official_dir, slim):
     """``DualResNet`` of ydhongHIT/DDRNet ``segmentation/DDRNet_23[_slim].py``, as HRNet's eval
     runs it: main output (index 0 of augment=True), bilinear resize with align_corners=False (the
@@ -280,9 +301,81 @@ PIDNET_ARGS = {
     "l": {"m": 3, "n": 4, "planes": 64, "ppm_planes": 112, "head_planes": 256},
 }
 
-# the rivals' goldens hold a second input size (two sizes exercise the size-dependent resizes)
-SECOND_INPUT_SHAPE = (1, 3, 96, 160)
 COMPLEXITY_HW = (1024, 2048)
+
+
+def official_stdc(official_dir, backbone):
+    """``BiSeNet(backbone, 19)`` of MichaelFan01/STDC-Seg ``models/model_stages.py``, every head
+    built (the released checkpoints' keys), on the CPU.
+
+    Its head normalizes with InPlaceABNSync (a compiled CUDA extension): replaced by a module
+    with InPlaceABN's parameters and buffers (no ``num_batches_tracked``) computing the same eval
+    forward; ``import torchvision`` (unused by the model) is satisfied by an empty module.
+    """
+    import types
+
+    import torch
+    import torch.nn.functional as F
+
+    class InPlaceABNSync(torch.nn.Module):
+        def __init__(self, num_features, activation="leaky_relu", eps=1e-5, momentum=0.1):
+            super().__init__()
+            assert activation == "none", "the STDC head uses InPlaceABN without activation"
+            self.eps, self.momentum = eps, momentum
+            self.weight = torch.nn.Parameter(torch.ones(num_features))
+            self.bias = torch.nn.Parameter(torch.zeros(num_features))
+            self.register_buffer("running_mean", torch.zeros(num_features))
+            self.register_buffer("running_var", torch.ones(num_features))
+
+        def forward(self, x):
+            return F.batch_norm(
+                x,
+                self.running_mean,
+                self.running_var,
+                self.weight,
+                self.bias,
+                self.training,
+                self.momentum,
+                self.eps,
+            )
+
+    sys.modules.setdefault("torchvision", types.ModuleType("torchvision"))
+    _namespace("modules", os.path.join(official_dir, "modules"))
+    bn = types.ModuleType("modules.bn")
+    bn.InPlaceABNSync = InPlaceABNSync
+    sys.modules["modules.bn"] = bn
+    sys.path.insert(0, official_dir)
+    from models.model_stages import BiSeNet  # official module
+
+    return _only_first_output(BiSeNet(backbone, 19))
+
+
+def official_bisenetv2(official_dir):
+    """``BiSeNetV2(19)`` of CoinCheung/BiSeNet ``lib/models/bisenetv2.py`` with its booster
+    heads built (``aux_mode='train'``: the released checkpoint's keys); logits are its first
+    output. Its ImageNet-backbone download is skipped (the weights are replaced anyway)."""
+    import importlib
+
+    _namespace("lib", os.path.join(official_dir, "lib"))
+    _namespace("lib.models", os.path.join(official_dir, "lib", "models"))
+    module = importlib.import_module("lib.models.bisenetv2")
+    module.BiSeNetV2.load_pretrain = lambda self: None
+    return _only_first_output(module.BiSeNetV2(19, aux_mode="train"))
+
+
+def official_fchardnet(official_dir):
+    """``hardnet(19)`` of PingoLH/FCHarDNet ``ptsemseg/models/hardnet.py``; the CatConv2d CUDA
+    extension it imports (used only by ``v2_transform``) is stubbed."""
+    import importlib
+    import types
+
+    _namespace("ptsemseg", os.path.join(official_dir, "ptsemseg"))
+    _namespace("ptsemseg.models", os.path.join(official_dir, "ptsemseg", "models"))
+    _namespace("CatConv2d", os.path.join(official_dir, "CatConv2d"))
+    stub = types.ModuleType("CatConv2d.catconv2d")
+    stub.CatConv2d = None
+    sys.modules["CatConv2d.catconv2d"] = stub
+    return importlib.import_module("ptsemseg.models.hardnet").hardnet(19)
 
 
 # zoo name -> (builder of the official model, kwargs for ours); a golden name that is not a zoo
@@ -324,6 +417,23 @@ OFFICIAL = {
     "pidnet_s": (lambda d: official_pidnet(d, "s"), {}),
     "pidnet_m": (lambda d: official_pidnet(d, "m"), {}),
     "pidnet_l": (lambda d: official_pidnet(d, "l"), {}),
+    "stdc1_seg": (lambda d: official_stdc(d, "STDCNet813"), {}),
+    "stdc2_seg": (lambda d: official_stdc(d, "STDCNet1446"), {}),
+    "bisenetv2": (official_bisenetv2, {}),
+    "fchardnet70": (official_fchardnet, {}),
+}
+# models whose golden file also holds outputs at a second input size (``*_2`` arrays): the
+# rivals of issue 24, compared at two sizes (they exercise the size-dependent resizes)
+SECOND_INPUT_SHAPE = {
+    "ddrnet23_slim": (1, 3, 96, 160),
+    "ddrnet23": (1, 3, 96, 160),
+    "pidnet_s": (1, 3, 96, 160),
+    "pidnet_m": (1, 3, 96, 160),
+    "pidnet_l": (1, 3, 96, 160),
+    "stdc1_seg": (1, 3, 96, 160),
+    "stdc2_seg": (1, 3, 96, 160),
+    "bisenetv2": (1, 3, 96, 160),
+    "fchardnet70": (1, 3, 96, 160),
 }
 
 
@@ -353,17 +463,21 @@ def make(name, official_dir):
     model = build_official(official_dir).eval()
     state = deterministic_state(model)
     model.load_state_dict(state, strict=True)
-    logits, arrays = _outputs(model, INPUT_SHAPE)
-    arrays.update(
-        keys=np.array(list(state)),
-        shapes=np.array([",".join(map(str, t.shape)) for t in state.values()]),
-        logits_mean=np.float64(logits.mean()),
-        logits_absmean=np.float64(np.abs(logits).mean()),
-    )
+    arrays = {
+        "keys": np.array(list(state)),
+        "shapes": np.array([",".join(map(str, t.shape)) for t in state.values()]),
+    }
+    shapes = [("", INPUT_SHAPE)]
+    if name in SECOND_INPUT_SHAPE:
+        shapes.append(("_2", SECOND_INPUT_SHAPE[name]))
+    for suffix, shape in shapes:
+        logits, outputs = _outputs(model, shape, suffix)
+        arrays.update(outputs)
+        arrays["logits_mean" + suffix] = np.float64(logits.mean())
+        arrays["logits_absmean" + suffix] = np.float64(np.abs(logits).mean())
     if isinstance(model, _EvalForm):
         from segdeploy.bench.counting import complexity
 
-        arrays.update(_outputs(model, SECOND_INPUT_SHAPE, "_2")[1])
         extra = model.training_only_state()
         arrays["training_only_keys"] = np.array(list(extra))
         arrays["training_only_shapes"] = np.array(

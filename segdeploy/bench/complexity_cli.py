@@ -39,14 +39,36 @@ def complexity_rows(names, input_hw):
                 "paper_fps": paper.get("fps"),
                 "paper_fps_device": paper.get("fps_device"),
                 "source": spec.paper.get("source", ""),
-                # how the paper counted ("GFLOPs" that are multiply-adds, fvcore, ...), where the
-                # official evaluation's final resize lives, and the code's licence
-                "paper_counting": spec.paper.get("counting"),
-                "upsample": spec.paper.get("upsample"),
+                # where the paper's figures were published (Seg50/Seg75), whose code it is, its
+                # licence, where the official evaluation's final resize lives, how the paper
+                # counted ("GFLOPs" that are multiply-adds, fvcore, ...)
+                "paper_resolution": _resolutions(spec.paper),
+                "implementation": spec.paper.get("implementation"),
                 "license": spec.paper.get("license"),
+                "upsample": spec.paper.get("upsample"),
+                "counting": spec.paper.get("counting"),
             }
         )
     return rows
+
+
+def _resolutions(paper):
+    """'512x1024' or, for a network published at several input scales, 'Seg50 512x1024, ...'."""
+    named = paper.get("resolutions")
+    if named:
+        return ", ".join("{} {}x{}".format(k, *hw) for k, hw in sorted(named.items()))
+    hw = paper.get("resolution")
+    return "{}x{}".format(*hw) if hw else None
+
+
+# the zoo's notes per model, printed under its source line where the paper dict has them
+_NOTES = (
+    ("paper_resolution", "published at"),
+    ("implementation", "implementation"),
+    ("license", "licence"),
+    ("upsample", "upsampling"),
+    ("counting", "counting"),
+)
 
 
 def format_table(rows, input_hw):
@@ -93,20 +115,14 @@ def format_table(rows, input_hw):
                 for i, (x, w) in enumerate(zip(row, widths))
             )
         )
-
-    def notes(row):
-        extra = [
-            "{}: {}".format(label, row[key])
-            for label, key in (
-                ("counting", "paper_counting"),
-                ("final resize", "upsample"),
-                ("licence", "license"),
-            )
-            if row.get(key)
-        ]
-        return " [{}]".format("; ".join(extra)) if extra else ""
-
-    sources = ["  {}: {}{}".format(r["model"], r["source"], notes(r)) for r in rows if r["source"]]
+    sources = []
+    for r in rows:
+        if r["source"]:
+            sources.append("  {}: {}".format(r["model"], r["source"]))
+        notes = ["    {}: {}".format(label, r[k]) for k, label in _NOTES if r[k]]
+        if notes and not r["source"]:
+            sources.append("  {}:".format(r["model"]))
+        sources.extend(notes)
     if sources:
         out.append("paper figures (shown only where the paper gives them at this size):")
         out.extend(sources)

@@ -5,7 +5,18 @@ model = models.build("regseg", num_classes=19)
 models.load_checkpoint(model, "cityscapes.pth")
 """
 
-from . import ddrnet, deeplabv3plus, lraspp, pidnet, regseg, swiftnet, ti_lite  # noqa: F401
+from . import (  # noqa: F401  (registers)
+    bisenetv2,
+    ddrnet,
+    deeplabv3plus,
+    fchardnet,
+    lraspp,
+    pidnet,
+    regseg,
+    stdc,
+    swiftnet,
+    ti_lite,
+)
 from .backbone_weights import load_backbone_weights
 from .checkpoint import load_checkpoint, read_checkpoint
 from .registry import ModelSpec, build, get_spec, list_models, register_model

@@ -1,4 +1,4 @@
-"""Fold every BatchNorm that follows a convolution into that convolution.
+"""Fold every BatchNorm next to a convolution into that convolution.
 
 Generic over the zoo: the model is traced with torch.fx and two patterns are rewritten.
 
@@ -12,7 +12,12 @@ The second pattern is RegSeg's D block (the split branches of its dilated conv a
 then normalized): fx's stock conv-BN fusion misses it, so the BN is split per channel range and
 each slice folded into the conv that produced those channels. A conv's result must feed only the
 BN (or the cat), and the conv module must be called once, otherwise folding would change another
-consumer; such BNs, and BNs after anything but a conv, are left in place.
+consumer; such BNs are left in place.
+
+A BatchNorm after anything else is folded forward when its only reader is an unpadded, ungrouped
+conv: conv(γ/σ·x + β') = (w·γ/σ) * x + (b + Σ w·β'). BiSeNetV2 normalizes its pooled context
+so before a 1x1 conv; left in place it would be the graph's one BatchNormalization, whose
+weights INT8 quantizers mistake for a conv's. Other BNs stay.
 """
 
 import copy
@@ -41,6 +46,47 @@ def _fold_into(conv: nn.Module, bn: nn.Module, start: int, stop: int) -> None:
         bias = conv.bias if conv.bias is not None else torch.zeros_like(mean)
         conv.weight = nn.Parameter(weight)
         conv.bias = nn.Parameter((bias - mean) * scale + beta)
+
+
+class _Tracer(fx.Tracer):
+    """fx's tracer, with subclasses of the conv and BatchNorm modules kept as leaves too (fx
+    keeps only torch.nn's own classes; a zoo model may subclass BatchNorm2d to change its
+    state_dict keys, e.g. STDC-Seg's head without ``num_batches_tracked``)."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, _CONVS + _BNS) or super().is_leaf_module(m, module_qualified_name)
+
+
+def _trace(model: nn.Module) -> fx.GraphModule:
+    graph = _Tracer().trace(model)
+    return fx.GraphModule(model, graph, type(model).__name__)
+
+
+def _fold_forward(bn: nn.Module, conv: nn.Module) -> None:
+    """Fold ``bn`` into the unpadded, ungrouped ``conv`` that reads its output:
+    conv(s·x + t) = (w·s) * x + (b + Σ w·t), with s = γ/σ and t = β - μ·s per input channel."""
+    with torch.no_grad():
+        gamma = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+        beta = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_var)
+        scale = gamma / torch.sqrt(bn.running_var + bn.eps)
+        shift = beta - bn.running_mean * scale
+        dims = [1, -1] + [1] * (conv.weight.dim() - 2)
+        extra = (conv.weight * shift.reshape(dims)).flatten(1).sum(1)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(extra)
+        conv.weight = nn.Parameter(conv.weight * scale.reshape(dims))
+        conv.bias = nn.Parameter(bias + extra)
+
+
+def _next_conv(node, modules, counts):
+    """The conv that alone reads ``node`` if it may absorb a BatchNorm in front of it (called
+    once, no padding, one group: a zero-padded border or grouped channels would not follow)."""
+    users = list(node.users)
+    if len(users) != 1 or users[0].op != "call_module" or counts.get(users[0].target) != 1:
+        return None
+    conv = modules[users[0].target]
+    if not isinstance(conv, _CONVS) or conv.groups != 1 or users[0].args[0] is not node:
+        return None
+    return conv if all(p == 0 for p in conv.padding) and conv.padding_mode == "zeros" else None
 
 
 def _call_counts(graph: fx.Graph):
@@ -83,7 +129,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval()
     spec = getattr(model, "segdeploy_spec", None)
     try:
-        traced = fx.symbolic_trace(model)
+        traced = _trace(model)
     except Exception as exc:  # data-dependent control flow and the like
         raise FoldError("torch.fx cannot trace {}: {}".format(type(model).__name__, exc)) from exc
     modules = dict(traced.named_modules())
@@ -98,16 +144,19 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         if not isinstance(source, fx.Node):
             continue
         conv = _conv_node(source, modules, counts)
+        convs = _cat_branches(source, modules, counts)
+        after = _next_conv(node, modules, counts)
         if conv is not None and conv.out_channels == bn.num_features:
             _fold_into(conv, bn, 0, bn.num_features)
-        else:
-            convs = _cat_branches(source, modules, counts)
-            if not convs or sum(c.out_channels for c in convs) != bn.num_features:
-                continue
+        elif convs and sum(c.out_channels for c in convs) == bn.num_features:
             start = 0
             for branch in convs:
                 _fold_into(branch, bn, start, start + branch.out_channels)
                 start += branch.out_channels
+        elif after is not None and isinstance(source, fx.Node):
+            _fold_forward(bn, after)  # e.g. BiSeNetV2's BN of the pooled context -> 1x1 conv
+        else:
+            continue
         node.replace_all_uses_with(source)
         traced.graph.erase_node(node)
     traced.graph.lint()

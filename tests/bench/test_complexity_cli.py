@@ -36,3 +36,15 @@ def test_segbench_zoo_table_lists_every_full_model(tmp_path, capsys):
     assert float(swiftnet["paper_fps"]) == 39.9 and swiftnet["paper_fps_device"] == "gtx1080ti"
     line = next(x for x in text.splitlines() if x.startswith("swiftnet_rn18 "))
     assert "103.57" in line and "104.00" in line and "39.9 (gtx1080ti)" in line
+
+
+def test_zoo_notes_resolutions_implementation_licence_and_upsampling(capsys):
+    assert main(["--model", "stdc2_seg", "--model", "bisenetv2", "--res", "768x1536"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("stdc2_seg"))
+    # deployment form beside RegSeg Table 9's STDC2-Seg75 (training model: 16.1 M, 54.9 G)
+    assert row.split()[1:4] == ["12.306", "52.78", "53.03"] and "16.10" in row and "54.90" in row
+    assert "published at: Seg50 512x1024, Seg75 768x1536" in out
+    assert "implementation: CoinCheung/BiSeNet (the authors released no code)" in out
+    assert out.count("licence: MIT") == 2
+    assert "align_corners=True" in out and "align_corners=False" in out

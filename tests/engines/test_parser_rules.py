@@ -172,16 +172,20 @@ def test_check_graph_is_one_line_and_versions_are_checked(tmp_path):
 # --- the zoo ----------------------------------------------------------------------------------
 
 ZOO = [
+    "bisenetv2",
     "ddrnet23",
     "ddrnet23_slim",
     "deeplabv3plus_mobilenet",
     "deeplabv3plus_resnet50",
     "deeplabv3plus_resnet101",
+    "fchardnet70",
     "lraspp_mobilenet_v3_large",
     "pidnet_l",
     "pidnet_m",
     "pidnet_s",
     "regseg",
+    "stdc1_seg",
+    "stdc2_seg",
     "swiftnet_mnv2",
     "swiftnet_rn18",
     "swiftnet_rn18_pyramid",

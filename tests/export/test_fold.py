@@ -89,3 +89,31 @@ def test_bn_whose_conv_output_is_reused_is_left_alone():
     assert count_batchnorms(folded) == 1
     x = torch.randn(1, 3, 4, 4)
     torch.testing.assert_close(folded(x), model(x))
+
+
+class _PooledBN(torch.nn.Module):
+    """BiSeNetV2's context embedding: BN of a pooled map, then a conv (1x1 or padded 3x3)."""
+
+    def __init__(self, kernel):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.conv = torch.nn.Conv2d(4, 3, kernel, padding=kernel // 2)
+
+    def forward(self, x):
+        return self.conv(self.bn(x.mean(dim=(2, 3), keepdim=True) + x))
+
+
+@pytest.mark.parametrize("kernel,folded", [(1, True), (3, False)])
+def test_bn_before_an_unpadded_conv_folds_forward(kernel, folded):
+    model = _PooledBN(kernel).eval()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.5, 2)
+        model.bn.weight.uniform_(0.5, 1.5)
+        model.bn.bias.uniform_(-1, 1)
+    out = fold_batchnorm(model)
+    # a padded conv sees zeros at the border, not BN(0): that BN must stay
+    assert count_batchnorms(out) == (0 if folded else 1)
+    x = torch.randn(2, 4, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(out(x), model(x), rtol=1e-5, atol=1e-5)
