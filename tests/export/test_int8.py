@@ -295,11 +295,11 @@ def test_sensitivity_quantizes_one_layer_at_a_time(exported, tmp_path):
     # either weight range on any host: 7-bit (-64..64) or 8-bit, symmetric, zero point 0
     for reduce_range, top in ((True, 64), (False, 127)):
         q = Quantizer(src, inputs, str(tmp_path), log=None, reduce_range=reduce_range)
-        graph = onnx.load(q.write(str(tmp_path / "rr{}.onnx".format(int(reduce_range)))))
+        model = onnx.load(q.write(str(tmp_path / "rr{}.onnx".format(int(reduce_range)))))
         assert q.reduce_range["enabled"] is reduce_range
-        assert _max_int8_weight(graph) == top
-        init = {t.name: t for t in graph.initializer}
-        zps = [init[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+        assert _max_int8_weight(model) == top
+        init = {t.name: t for t in model.graph.initializer}
+        zps = [init[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
         assert zps and all(z.data_type == onnx.TensorProto.INT8 for z in zps)
         assert not any(onnx.numpy_helper.to_array(z).any() for z in zps)
 
