@@ -87,6 +87,10 @@ def test_int8_graph_is_explicit_symmetric_qdq(exported):
     # 7-bit weights where this host's INT8 kernels saturate at int16 (x86 without VNNI), else 8
     reduce_range = read_card(model)["quantization"]["reduce_range"]["enabled"]
     assert _max_int8_weight(model) == (64 if reduce_range else 127)
+    from segdeploy.engines.parser_rules import check_graph
+
+    for release in ("8.2", "8.6", "10.3"):  # raises if that release's parser cannot take it
+        check_graph(path, release, "int8")
 
 
 def test_card_carries_the_budget_verdict(exported):
