@@ -77,6 +77,7 @@ def int8_step(args, steps, onnx_path, out_dir, name, card, report, stream):
             "budget",
             "quantizer",
             "scheme",
+            "reduce_range",
             "calibration",
             "calibration_frames",
             "heldout_frames",

@@ -8,8 +8,9 @@ What the graph looks like (what TensorRT's explicit quantization wants, and what
 and OpenVINO's INT8 CPU kernels pick up): QuantizeLinear/DequantizeLinear pairs in front of every
 quantized op's activation input, *symmetric* INT8 activations (zero point 0: TensorRT accepts no
 other), weights stored as INT8 initializers with *per-output-channel* symmetric scales feeding a
-DequantizeLinear (axis 0). The last Resize of the logits and the ArgMax stay FP32 (as in the FP16
-graph: logits whose small differences decide labels are not rounded again).
+DequantizeLinear (axis 0); on an x86 host without VNNI the weights use 7 bits, because the
+CPU kernels saturate with 8 (``int8_cpu``). The last Resize of the logits and the ArgMax stay
+FP32 (as in the FP16 graph: logits whose small differences decide labels are not rounded again).
 
 Quantizer choice, measured (``scripts/compare_quantizers.py``, docs/benchmarks.md "Which
 quantizer"): the same FP32 RegSeg, the same calibration array, three quantizers.
@@ -105,7 +106,10 @@ class Quantizer(object):
     """An FP32 graph prepared for quantization (``prepared``) and its full Q/DQ graph (``write``);
     the budget search then keeps nodes FP32 by editing that graph (``keep_fp32``)."""
 
-    def __init__(self, fp32_path, calib_inputs, workdir, log=None):
+    def __init__(self, fp32_path, calib_inputs, workdir, log=None, reduce_range=None):
+        """``reduce_range``: 7-bit weights (``int8_cpu``); None decides by the host CPU."""
+        from .int8_cpu import reduce_range_choice
+
         require("onnxruntime", "INT8 quantization")
         onnx = require("onnx", "INT8 quantization")
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -118,6 +122,10 @@ class Quantizer(object):
         quant_pre_process(fp32_path, self.prepared, skip_symbolic_shape=True)
         self.calib_inputs = calib_inputs
         self.head = head_nodes(onnx.load(self.prepared))
+        if reduce_range is None:
+            self.reduce_range = reduce_range_choice()
+        else:
+            self.reduce_range = {"enabled": bool(reduce_range), "reason": "asked for", "vnni": None}
 
     def write(self, out_path):
         """Calibrate and write the Q/DQ graph, every node but the head quantized."""
@@ -135,6 +143,7 @@ class Quantizer(object):
             _Reader(self.input_name, self.calib_inputs),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            reduce_range=self.reduce_range["enabled"],  # weights only; activations keep 8 bits
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
@@ -393,6 +402,16 @@ def quantize_with_budget(
     with tempfile.TemporaryDirectory(prefix="segdeploy-int8-") as workdir:
         quantizer = Quantizer(fp32_path, calib_inputs, workdir, log)
         report["always_fp32"] = quantizer.head
+        report["reduce_range"] = quantizer.reduce_range
+        if quantizer.reduce_range["enabled"]:
+            report["scheme"] = "INT8 symmetric activations, per-channel symmetric 7-bit weights"
+        log(
+            "weights in {} bits (reduce_range {}): {}".format(
+                7 if quantizer.reduce_range["enabled"] else 8,
+                "on" if quantizer.reduce_range["enabled"] else "off",
+                quantizer.reduce_range["reason"],
+            )
+        )
 
         def attempt(keep):
             path = os.path.join(workdir, "int8_{}.onnx".format(len(keep)))

@@ -31,6 +31,15 @@ def _qdq_counts(path):
     return ops.count("QuantizeLinear"), ops.count("DequantizeLinear"), ops
 
 
+def _max_int8_weight(model):
+    """The largest |value| among the INT8 weight initializers (127 for 8-bit, 64 for 7-bit)."""
+    return max(
+        int(np.abs(onnx.numpy_helper.to_array(t).astype(np.int32)).max())
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) > 1
+    )
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("int8")
@@ -75,6 +84,13 @@ def test_int8_graph_is_explicit_symmetric_qdq(exported):
     ]
     assert any(s.ndim == 1 and s.size > 1 for s in scales)
     assert ops[-1] == "ArgMax"
+    # 7-bit weights where this host's INT8 kernels saturate at int16 (x86 without VNNI), else 8
+    reduce_range = read_card(model)["quantization"]["reduce_range"]["enabled"]
+    assert _max_int8_weight(model) == (64 if reduce_range else 127)
+    from segdeploy.engines.parser_rules import check_graph
+
+    for release in ("8.2", "8.6", "10.3"):  # raises if that release's parser cannot take it
+        check_graph(path, release, "int8")
 
 
 def test_card_carries_the_budget_verdict(exported):
@@ -85,6 +101,12 @@ def test_card_carries_the_budget_verdict(exported):
     assert quant["verdict"].startswith("within budget")
     assert quant["fp32_classes_on_heldout"] >= 5
     assert card["parity"]["int8"]["label_agreement"] >= 0.99
+    # the weight range this host's CPU needs, and why, are on the card
+    from segdeploy.export.int8_cpu import reduce_range_choice
+
+    assert quant["reduce_range"] == reduce_range_choice()
+    assert ("7-bit" in quant["scheme"]) is quant["reduce_range"]["enabled"]
+    assert "VNNI" in quant["reduce_range"]["reason"] or "x86" in quant["reduce_range"]["reason"]
     report = json.loads((exported / "report.json").read_text())
     assert report["artifacts"]["onnx_int8"].endswith("regseg_tiny.int8.onnx")
 
@@ -273,6 +295,17 @@ def test_sensitivity_quantizes_one_layer_at_a_time(exported, tmp_path):
         )
     diff = np.abs(outs[0] - outs[1])
     assert 0 < diff.max() < 0.2 * np.abs(outs[0]).max()  # quantized, and only a little
+
+    # either weight range on any host: 7-bit (-64..64) or 8-bit, symmetric, zero point 0
+    for reduce_range, top in ((True, 64), (False, 127)):
+        q = Quantizer(src, inputs, str(tmp_path), log=None, reduce_range=reduce_range)
+        model = onnx.load(q.write(str(tmp_path / "rr{}.onnx".format(int(reduce_range)))))
+        assert q.reduce_range["enabled"] is reduce_range
+        assert _max_int8_weight(model) == top
+        init = {t.name: t for t in model.graph.initializer}
+        zps = [init[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
+        assert zps and all(z.data_type == onnx.TensorProto.INT8 for z in zps)
+        assert not any(onnx.numpy_helper.to_array(z).any() for z in zps)
 
     # the budget's fallback: that layer computes in FP32 in the INT8 graph, the rest stays INT8
     kept = keep_fp32(int8, fp32, [conv])
