@@ -10,7 +10,9 @@ file's ``metadata_props`` and as the sidecar ``<engine file>.json`` next to ever
       "input":  {"name": "image", "layout": "NCHW", "channel_order": "RGB", "dtype": "float32",
                  "scale": 1/255, "mean": [..3], "std": [..3], "height", "width",
                  "dynamic": null | {"min": [h, w], "opt": [h, w], "max": [h, w]}, "stride"},
-      "output": {"name", "kind": "labels" | "logits", "dtype", "resolution": "input"},
+      "output": {"name", "kind": "labels" | "logits", "dtype", "resolution": "input",
+                 "head": absent | {"kind": "graph"} | {"kind": "fused", "size": [H, W],
+                         "logits_size": [h, w] | null, "align_corners": bool, "mode"}},
       "provenance": {"checkpoint_sha256", "segdeploy", "torch", "onnx", "opset", "exported_at"},
       "parity": {...verification figures...},
       "engine": {...sidecar only: backend, precision, device, versions, build flags...}
@@ -33,6 +35,20 @@ def takes_uint8_frames(card):
     """True for a graph exported with ``segexport --input uint8``: it takes N x H x W x 3 uint8
     frames and normalizes them itself (``validate`` ties layout NHWC to dtype uint8)."""
     return str(card.get("input", {}).get("dtype", "float32")) == "uint8"
+
+
+# output.head: "graph" = Resize + ArgMax inside the engine (today's graphs); "fused" = the engine
+# returns the low-resolution logits and the runtime's fused head (runtime/head.py) upsamples them
+# to "size" (the network input; for a dynamic graph, whatever size the input has) and takes the
+# argmax, exactly as the removed Resize (coordinate transform "mode") + ArgMax did.
+HEAD_KINDS = ("graph", "fused")
+HEAD_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners")
+
+
+def fused_head(card):
+    """The card's ``output.head`` when the runtime must run the fused head, else None."""
+    head = card.get("output", {}).get("head")
+    return head if isinstance(head, dict) and head.get("kind") == "fused" else None
 
 
 def sidecar_path(engine_path):
@@ -143,8 +159,12 @@ def validate(card, where="model card", input_shape=None, output_shape=None):
     if kind not in ("labels", "logits"):
         _fail(where, "output.kind must be 'labels' or 'logits', got {!r}".format(_short(kind)))
     _str(where, "output.name", cout["name"])
-    top = MAX_CLASSES if kind == "labels" else MAX_LOGIT_CLASSES
+    head = cout.get("head")
+    fused = isinstance(head, dict) and head.get("kind") == "fused"
+    top = MAX_CLASSES if kind == "labels" or fused else MAX_LOGIT_CLASSES
     classes = _int_in(where, "model.num_classes", model["num_classes"], 1, top)
+    if head is not None:
+        _check_head(where, head, kind)
     _str(where, "model.name", model["name"])
     names = model.get("class_names")
     if names is not None and (
@@ -207,6 +227,29 @@ def validate(card, where="model card", input_shape=None, output_shape=None):
     if input_shape is not None or output_shape is not None:
         check_graph(card, where, input_shape, output_shape)
     return card
+
+
+def _check_head(where, head, kind):
+    if not isinstance(head, dict) or head.get("kind") not in HEAD_KINDS:
+        _fail(where, "output.head must be an object with kind 'graph' or 'fused'")
+    if head["kind"] == "graph":
+        return
+    if kind != "logits":
+        _fail(where, "output.head kind 'fused' needs output.kind 'logits' (the engine's output)")
+    _hw(where, "output.head.size", head.get("size"))
+    if head.get("logits_size") is not None:
+        _hw(where, "output.head.logits_size", head["logits_size"])
+    corners = head.get("align_corners")
+    if not isinstance(corners, bool):
+        _fail(where, "output.head.align_corners must be true or false")
+    mode = head.get("mode", "align_corners" if corners else "half_pixel")
+    if mode not in HEAD_MODES or (mode == "align_corners") != corners:
+        _fail(
+            where,
+            "output.head.mode must be one of {} and agree with align_corners, got {!r}".format(
+                ", ".join(HEAD_MODES), _short(mode)
+            ),
+        )
 
 
 def _fixed(dim):

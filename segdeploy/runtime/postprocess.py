@@ -4,7 +4,14 @@ An engine returns either ``labels`` (N, h, w) integers, the argmax already in th
 ``logits`` (N, K, h', w') floats. Logits are reduced with a running maximum over the class planes
 rather than ``np.argmax``: at 19 x 512 x 1024 the running maximum costs about 5 ms against 19 ms
 for numpy's argmax (it walks the class axis with a stride of h*w) on this host. Label maps are
-resized with nearest neighbour, which keeps them valid labels. Python 3.6 compatible.
+resized with nearest neighbour, which keeps them valid labels.
+
+Engines exported with ``segexport --head fused`` stop at the low-resolution logits; their card's
+``output.head`` says how the removed Resize upsampled them, and the fused head
+(``runtime/head.py``) turns them into the labels the graph would have given: at the network's
+size, then nearest-resized to the frame like any label map (``head_target="network"``), or
+straight at the frame's size (``head_target="frame"``, as official evaluations upsample logits to
+the original image). Python 3.6 compatible.
 """
 
 import numpy as np
@@ -12,6 +19,9 @@ import numpy as np
 from .. import datasets
 from .._deps import require
 from ..errors import FrameError
+from .head import FusedHead
+
+HEAD_TARGETS = ("network", "frame")
 
 
 class Postprocessor(object):
@@ -20,7 +30,7 @@ class Postprocessor(object):
     Not thread-safe on its own: the owner (``Runtime``) serializes calls.
     """
 
-    def __init__(self, kind, num_classes):
+    def __init__(self, kind, num_classes, head=None, head_target="network"):
         cv2 = require("cv2", "the runtime")
 
         self._cv2 = cv2
@@ -31,6 +41,17 @@ class Postprocessor(object):
                 "a uint8 label map holds at most 256 classes, the model has {}".format(
                     self.num_classes
                 )
+            )
+        if head_target not in HEAD_TARGETS:
+            raise FrameError(
+                "head must be one of {}, got {!r}".format(", ".join(HEAD_TARGETS), head_target)
+            )
+        self.head_target = head_target
+        # the card's output.head when the engine returns low-resolution logits, else None
+        self._fused = None
+        if head is not None and head.get("kind") == "fused":
+            self._fused = FusedHead(
+                align_corners=bool(head.get("align_corners")), mode=head.get("mode")
             )
         # name -> one flat buffer, viewed at the shape each call needs. A video has one frame
         # size, so reuse matters; a stream of ever-new sizes must not keep a K x H x W float
@@ -72,8 +93,21 @@ class Postprocessor(object):
             np.maximum(best, logits[c], out=best)
         return labels
 
-    def __call__(self, output, frame_hw, out=None):
-        """One image's output ((h, w) labels or (K, h, w) logits) -> (H, W) uint8 in ``out``."""
+    @property
+    def fused(self):
+        """True when this post-processing runs the fused labels head."""
+        return self._fused is not None
+
+    @property
+    def last_mixed(self):
+        """Share of output pixels the fused head last interpolated over all classes."""
+        return self._fused.last_mixed if self._fused is not None else None
+
+    def __call__(self, output, frame_hw, out=None, network_hw=None):
+        """One image's output ((h, w) labels or (K, h, w) logits) -> (H, W) uint8 in ``out``.
+
+        ``network_hw``: the network's input size, where a fused head upsamples to (default: the
+        frame's size)."""
         height, width = frame_hw
         if out is None:
             out = np.empty((height, width), np.uint8)
@@ -83,6 +117,11 @@ class Postprocessor(object):
                     height, width, out.dtype, tuple(out.shape)
                 )
             )
+        if self._fused is not None and output.ndim == 3:
+            size = tuple(network_hw or frame_hw)
+            if self.head_target == "frame" or size == (height, width):
+                return self._fused(output, (height, width), out=out)
+            output = self._fused(output, size, out=self._buffer("fused", size, np.uint8))
         if output.ndim == 3:  # (K, h, w) logits
             if output.shape[1:] != (height, width):
                 # Logits are smooth: interpolate them to the frame, then decide per pixel.

@@ -15,7 +15,7 @@ import numpy as np
 from .. import card as card_mod
 from ..errors import EngineError, FrameError, SegDeployError
 from .backend import BACKENDS, Engine, open_engine
-from .postprocess import Postprocessor, Visualizer, palette_from_card
+from .postprocess import HEAD_TARGETS, Postprocessor, Visualizer, palette_from_card
 from .preprocess import FramePacker, Preprocessor, check_frame, read_frame
 
 
@@ -42,7 +42,12 @@ class Runtime(object):
 
     Pre- and post-processing follow the model card: frames are resized to the network size
     (``interpolation``, bilinear by default), normalized as the card says, and the label map is
-    brought back to the frame's size with nearest neighbour. Frames that are not H x W x 3 uint8
+    brought back to the frame's size with nearest neighbour. An engine exported with
+    ``segexport --head fused`` returns low-resolution logits: the runtime's fused head
+    (``segdeploy.runtime.head``) gives the labels the graph's Resize + ArgMax would have;
+    ``head="frame"`` makes it upsample straight to the frame's size instead of the network's
+    (then no nearest resize of labels), as official evaluations do; ``head="network"`` (default)
+    keeps the graph's labels. Frames that are not H x W x 3 uint8
     are converted or refused as documented in ``segdeploy.runtime.preprocess``.
 
     Lifetime: ``close()`` (idempotent) or a ``with`` block releases the engine; a closed Runtime
@@ -64,6 +69,7 @@ class Runtime(object):
         interpolation="linear",
         unsafe=False,
         backend=None,
+        head=None,
         **backend_options,
     ):
         self._lock = threading.Lock()
@@ -82,11 +88,17 @@ class Runtime(object):
                 from ..manifest import verify_artifact
 
                 verify_artifact(text)
+        if head not in (None,) + HEAD_TARGETS:
+            raise SegDeployError(
+                "head must be {} (or None: network), got {!r}".format(
+                    " or ".join(repr(t) for t in HEAD_TARGETS), head
+                )
+            )
         if backend is not None:  # e.g. backend="openvino" for an .onnx graph
             backend_options["backend"] = backend
         self.engine = self._open(path, device, input_size, backend_options)
         try:
-            self._configure(path, rgb, input_size, interpolation)
+            self._configure(path, rgb, input_size, interpolation, head or "network")
         except BaseException:
             self.engine.close()
             raise
@@ -123,7 +135,7 @@ class Runtime(object):
             )
         )
 
-    def _configure(self, path, rgb, input_size, interpolation):
+    def _configure(self, path, rgb, input_size, interpolation, head):
         engine = self.engine
         card = getattr(engine, "card", None)
         if card is None and not isinstance(path, Engine) and os.path.isfile(str(path)):
@@ -194,7 +206,17 @@ class Runtime(object):
                 interpolation,
             )
         self.input_dtype = "uint8" if uint8_input else "float32"
-        self._post = Postprocessor(cout["kind"], self.num_classes)
+        fused = card_mod.fused_head(card)
+        if head == "frame" and fused is None and cout["kind"] != "logits":
+            raise SegDeployError(
+                "head='frame' needs an engine that returns logits: {} ends in labels (its "
+                "Resize + ArgMax are in the graph); export it with segexport --head fused".format(
+                    path
+                )
+            )
+        # "graph" when the labels come out of the engine (or full-resolution logits)
+        self.head = ("fused-" + head) if fused is not None else "graph"
+        self._post = Postprocessor(cout["kind"], self.num_classes, fused, head)
         self.palette = palette_from_card(card)  # (K, 3) uint8 RGB
         self._vis = Visualizer(self.palette, self.order)
 
@@ -243,7 +265,7 @@ class Runtime(object):
         with self._lock:
             self._check_open()
             output = self._run(self._pre.one(frame))
-            return self._post(output[0], frame.shape[:2], out)
+            return self._post(output[0], frame.shape[:2], out, self.input_size)
 
     def infer_batch(self, frames):
         """A list of frames (sizes may differ) or an (N, H, W, 3) array -> list of label maps.
@@ -276,7 +298,7 @@ class Runtime(object):
                 padded = part + [part[-1]] * (chunk - len(part))
                 output = self._run(self._pre(padded))
                 for i, frame in enumerate(part):
-                    results.append(self._post(output[i], frame.shape[:2]))
+                    results.append(self._post(output[i], frame.shape[:2], None, self.input_size))
         return results
 
     def colorize(self, labels):
