@@ -101,7 +101,11 @@ def tensor_dims(card, max_batch):
         inp = [h, w, 3]
     else:
         inp = [3, h, w]
-    if cout.get("kind") == "logits":
+    head = card_mod.fused_head(card)
+    if head is not None:  # segexport --head fused: low-resolution logits, the client's head
+        lh, lw = head.get("logits_size") or (-1, -1)
+        out = [int(card["model"]["num_classes"]), -1 if dynamic else lh, -1 if dynamic else lw]
+    elif cout.get("kind") == "logits":
         out = [int(card["model"]["num_classes"]), h, w]
     else:
         out = [h, w]

@@ -54,6 +54,14 @@ def parser():
         help="network input HEIGHTxWIDTH for engines with a dynamic size (default: the card's)",
     )
     e.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads per engine")
+    e.add_argument(
+        "--head",
+        choices=("network", "frame"),
+        default="network",
+        help="for engines exported with --head fused: upsample the logits to the network's "
+        "size and nearest-resize the labels to the image (network, default: the labels the "
+        "graph gives), or straight to the image's size (frame: as official evaluations do)",
+    )
     d = p.add_argument_group("dataset")
     d.add_argument("--dataset", required=True, choices=("cityscapes", "camvid", "folder"))
     d.add_argument("--root", required=True, help="the dataset's directory")
@@ -116,6 +124,8 @@ def run(args, stream=None):
         raise SegDeployError("--threads must be at least 1, got {}".format(args.threads))
     dataset = open_dataset(args.dataset, args.root, args.split, args.classes)
     options = {"threads": args.threads} if args.threads else {}
+    if args.head != "network":
+        options["head"] = args.head
     comparison = compare(
         args.engine,
         dataset,

@@ -239,6 +239,7 @@ def _engine_info(rt):
         "precision": card.get("precision", "fp32"),
         "model": card.get("model", {}).get("name"),
         "input_size": list(rt.input_size),
+        "head": getattr(rt, "head", "graph"),
     }
 
 

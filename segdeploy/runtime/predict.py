@@ -377,6 +377,13 @@ def parser():
         help="class names and colours on overlays (default: on for images, off for video)",
     )
     p.add_argument("--threads", type=int, help="ONNX Runtime threads of the engine")
+    p.add_argument(
+        "--head",
+        choices=("network", "frame"),
+        default="network",
+        help="engines exported with --head fused: labels at the network's size then resized "
+        "(network, default), or the logits upsampled straight to the frame's size (frame)",
+    )
     p.add_argument("--json", help="timings report (default OUT/predict.json)")
     p.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
     return p
@@ -409,6 +416,8 @@ def predict(args, stream=sys.stderr):
     report_path = args.json or os.path.join(args.out, "predict.json")
     source = open_source(args.source)
     options = {"threads": args.threads} if args.threads else {}
+    if getattr(args, "head", "network") != "network":
+        options["head"] = args.head
     try:
         runtime = Runtime(args.engine, **options)
     except BaseException:
@@ -453,6 +462,7 @@ def predict(args, stream=sys.stderr):
         "fps_end_to_end": round(frames / seconds, 3) if seconds > 0 else None,
         "source_fps": source.fps,
         "network_input": list(runtime.input_size),
+        "head": runtime.head,
         "letterbox": bool(args.letterbox),
         "stages": stages,
         # end-to-end rate over the rate inference alone would allow: 1.0 = decoding, colouring
