@@ -133,3 +133,15 @@ def test_a_fused_head_needs_logits_out_and_at_most_255_classes(engines):
     many = dict(card, model=dict(card["model"], num_classes=300, class_names=None, palette=None))
     with pytest.raises(SegDeployError, match=r"1\.\.255"):
         card_mod.validate(many)
+
+
+def test_triton_declares_the_low_resolution_logits_of_a_fused_head(engines):
+    from segdeploy.engines.triton import tensor_dims
+
+    card = engines[2]
+    assert tensor_dims(card, 0) == ([1, 3, H, W], [1, 19, H // 4, W // 4])
+    assert tensor_dims(card, 8) == ([3, H, W], [19, H // 4, W // 4])
+    dynamic = dict(
+        card, input=dict(card["input"], dynamic={"min": [32, 64], "opt": [H, W], "max": [128, 256]})
+    )
+    assert tensor_dims(dynamic, 8) == ([3, -1, -1], [19, -1, -1])
