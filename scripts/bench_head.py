@@ -204,6 +204,112 @@ def run_case(name, height, width, args, workdir, log):
     }
 
 
+def smooth_logits(classes, height, width, seed=0, blob=24):
+    """(C, h, w) float32 class fields with regions and boundaries (as a network's logits)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((classes, height // blob + 2, width // blob + 2))
+    planes = [
+        cv2.resize(p.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+        for p in coarse
+    ]
+    return np.stack(planes) * np.float32(3)
+
+
+def resize_argmax_session(classes, low_hw, out_hw, threads):
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, classes] + list(low_hw))
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [1] + list(out_hw))
+    sizes = helper.make_tensor("sizes", TensorProto.INT64, [4], [1, classes] + list(out_hw))
+    nodes = [
+        helper.make_node(
+            "Resize",
+            ["x", "", "", "sizes"],
+            ["up"],
+            mode="linear",
+            coordinate_transformation_mode="half_pixel",
+        ),
+        helper.make_node("ArgMax", ["up"], ["y"], axis=1, keepdims=0),
+    ]
+    graph = helper.make_graph(nodes, "head", [x], [y], initializer=[sizes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def micro_case(height, width, classes, stride, args, log):
+    """Rows of one size, class count and stride: the head implementations, interleaved."""
+    from segdeploy.runtime.head import FusedHead
+    from segdeploy.runtime.postprocess import Postprocessor
+
+    low = smooth_logits(classes, height // stride, width // stride)
+    size = (height, width)
+    session = resize_argmax_session(classes, low.shape[1:], size, args.threads)
+    expected = session.run(None, {"x": low[None]})[0][0]
+    out = np.empty(size, np.uint8)
+    pruned, full = FusedHead(), FusedHead()
+    pruned.prune, full.prune = True, False
+    opencv = Postprocessor("logits", classes)  # cv2.resize per plane + running max
+    variants = {
+        "onnxruntime Resize+ArgMax": lambda: session.run(None, {"x": low[None]}),
+        "opencv resize + argmax": lambda: opencv(low, size, out),
+        "fused, every class": lambda: full(low, size, out),
+        "fused, candidate classes": lambda: pruned(low, size, out),
+    }
+    agree = {name: 1.0 for name in variants}
+    for name in list(variants)[1:]:
+        agree[name] = float((variants[name]() == expected).mean())
+    log("micro {}x{} C={} stride {}".format(height, width, classes, stride))
+    timing = interleave(variants, args.rounds)
+    return [
+        {
+            "res": "{}x{}".format(height, width),
+            "classes": classes,
+            "stride": stride,
+            "variant": name,
+            "median_ms": round(spread["median"], 2),
+            "agreement_with_onnxruntime": agree[name],
+            "pixels_interpolated": full.last_mixed,
+        }
+        for name, spread in timing.items()
+    ]
+
+
+def micro(args, log):
+    """The head alone on synthetic logits: the implementations the fused head was chosen from."""
+    rows = []
+    for item in args.res.split(","):
+        height, width = (int(v) for v in item.split("x"))
+        for classes, stride in ((19, 4), (19, 8), (150, 4)):
+            rows += micro_case(height, width, classes, stride, args, log)
+    lines = [
+        "| size | classes | stride | implementation | median ms | labels equal to ONNX Runtime "
+        "| pixels interpolated |",
+        "|---|---:|---:|---|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            "| {} | {} | {} | {} | {:.2f} | {:.4f} % | {:.1f} % |".format(
+                r["res"],
+                r["classes"],
+                r["stride"],
+                r["variant"],
+                r["median_ms"],
+                100 * r["agreement_with_onnxruntime"],
+                100 * r["pixels_interpolated"],
+            )
+        )
+    print("\n".join(lines), flush=True)
+    return rows
+
+
 def table(result):
     lines = [
         "{} {}: fastest fused {} {:.1f} ms = {}x the fastest FP32 graph ({} ms)".format(
@@ -246,6 +352,13 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
     parser.add_argument(
+        "--micro",
+        action="store_true",
+        help="the head alone on synthetic logits (19 classes at strides 4 and 8, 150 at 4): "
+        "ONNX Runtime's Resize + ArgMax, OpenCV per plane, the fused head with every class and "
+        "with candidate classes",
+    )
+    parser.add_argument(
         "--tiny",
         action="store_true",
         help="a smoke run: the tiny zoo variants at 64x128, 3 rounds, FP32 engines",
@@ -274,8 +387,10 @@ def main(argv=None):
         print("  " + text, flush=True)
 
     results = []
+    if args.micro:
+        results.append({"micro": micro(args, log)})
     with tempfile.TemporaryDirectory(prefix="bench-head-") as workdir:
-        for name in args.models.split(","):
+        for name in [] if args.micro else args.models.split(","):
             for item in args.res.split(","):
                 h, w = (int(v) for v in item.split("x"))
                 load_before = os.getloadavg()

@@ -176,3 +176,14 @@ def test_wrong_out_buffer_and_transform_are_refused():
         fused_head(np.zeros((2, 4, 4), np.float32), (8, 8), out=np.zeros((8, 9), np.uint8))
     with pytest.raises(FrameError, match="transforms"):
         FusedHead(mode="asymmetric")
+
+
+@pytest.mark.parametrize("classes", [3, 19, 150])
+def test_candidate_classes_give_the_labels_of_every_class(classes):
+    rng = np.random.default_rng(classes)
+    logits = smooth_logits(rng, classes, 20, 24)
+    pruned, full = FusedHead(), FusedHead()
+    pruned.prune, full.prune = True, False
+    pruned.chunk = full.chunk = 512  # several steps
+    assert np.array_equal(pruned(logits, (80, 96)), full(logits, (80, 96)))
+    assert np.array_equal(pruned(logits, (80, 96)), reference_labels(logits, (80, 96)))
