@@ -58,9 +58,10 @@ def export_pair(name, height, width, workdir, want_int8, log, calib=8, heldout=4
     import onnx
 
     from segdeploy import models
+    from segdeploy.card import read_onnx_card as read_card
     from segdeploy.export import export_onnx, fold_batchnorm, make_card
     from segdeploy.export.head import cut_head
-    from segdeploy.export.onnx_export import read_card, save_model, set_card
+    from segdeploy.export.onnx_export import save_model, set_card
 
     spec = models.get_spec(name)
     card = make_card(spec, spec.num_classes, height, width)

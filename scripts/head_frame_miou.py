@@ -57,10 +57,11 @@ def main(argv=None):
     from bench_precision import train_on_scenes
 
     from segdeploy import Runtime, models
+    from segdeploy.card import read_onnx_card as read_card
     from segdeploy.eval import compare, open_dataset
     from segdeploy.export import export_onnx, fold_batchnorm, make_card
     from segdeploy.export.head import cut_head
-    from segdeploy.export.onnx_export import read_card, save_model, set_card
+    from segdeploy.export.onnx_export import save_model, set_card
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

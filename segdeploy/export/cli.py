@@ -1,7 +1,8 @@
 """segexport: from a checkpoint to a verified ONNX file and an engine for this machine.
 
 segexport --model regseg [--checkpoint ckpt.pth] [--num-classes N] [--res 1024x2048]
-          [--fp16] [--output labels|logits] [--opset 13] [--dynamic 512x1024:1024x2048]
+          [--fp16] [--output labels|logits] [--head fused|graph] [--opset 13]
+          [--dynamic 512x1024:1024x2048]
           [--backend auto|onnxruntime|tensorrt] [--out DIR] [--name NAME]
 segexport --onnx my_model.onnx ...          # bring-your-own graph: skip to verification/build
 segexport --model path/to/file.py:factory   # bring-your-own nn.Module (runs that file's code)
@@ -59,6 +60,15 @@ def parser():
         choices=("labels", "logits"),
         default="labels",
         help="labels: argmax in the graph (default); logits: raw class scores",
+    )
+    g.add_argument(
+        "--head",
+        choices=("fused", "graph"),
+        default=None,
+        help="where bilinear upsample + argmax run: fused = the engine stops at the "
+        "low-resolution logits and the runtime's exact fused head decides the labels (default "
+        "for CPU engines); graph = Resize + ArgMax inside the engine (default for TensorRT and "
+        "--output logits)",
     )
     g.add_argument(
         "--opset",

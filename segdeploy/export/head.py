@@ -213,3 +213,70 @@ def graph_card(card):
     """``card`` (in place) recording that the graph itself holds the head."""
     card["output"]["head"] = {"kind": "graph"}
     return card
+
+
+def head_step(steps, args, backend, paths, card):
+    """segexport's labels-head step: cut every written graph (``paths``; None skipped) before
+    its head when the head is fused, rewriting each file and its sidecar in place; returns the
+    card the engine is built with (``card`` itself, marked, when the head stays in the graph).
+
+    Runs after every graph is written and checked, so verification, FP16, INT8 and the D-block
+    check all see the graph with its head (their figures are the labels'), and the engine is
+    built from the cut graph."""
+    import onnx
+
+    from .onnx_export import save_model, set_card
+
+    requested = getattr(args, "head", None)
+    if requested is None and getattr(args, "output", "labels") == "logits":
+        requested = "graph"  # --output logits asks for the upsampled logits themselves
+    main = onnx.load(paths[0])
+    choice, note = choose_head(requested, backend, main)
+    if choice == "graph":
+        if getattr(args, "head", None) == "graph":
+            why = "--head graph"
+        elif requested == "graph":
+            why = "--output logits"
+        elif backend == "tensorrt":
+            why = "TensorRT runs them on the GPU"
+        else:
+            why = note
+        steps.run(
+            "labels head: Resize + ArgMax stay in the graph ({})".format(why), graph_card, card
+        )
+        return card
+    if note:
+        steps.say(note)
+
+    def cut_all():
+        fused = None
+        for path in paths:
+            if not path:
+                continue
+            proto = main if path == paths[0] else onnx.load(path)
+            own = card_mod.read_onnx_card(proto, path) or card
+            cut, cut_card = cut_head(proto, own)
+            set_card(cut, cut_card)
+            save_model(cut, path)
+            card_mod.write_sidecar(path, cut_card)
+            if fused is None:
+                fused = cut_card
+        return fused
+
+    fused = steps.run(
+        "fused labels head: cut the graph before its final Resize + ArgMax (the runtime "
+        "upsamples and decides on the host)",
+        cut_all,
+    )
+    head = fused["output"]["head"]
+    steps.say(
+        "engine output: logits {} -> labels {}x{} by the runtime's fused head ({})".format(
+            "x".join(str(v) for v in head["logits_size"] or ("h", "w")),
+            head["size"][0],
+            head["size"][1],
+            head["mode"],
+        )
+    )
+    card.clear()
+    card.update(fused)
+    return card

@@ -107,6 +107,7 @@ def _run_staged(args, stream, staging):
     extra += 1 if getattr(args, "input", "float") == "uint8" else 0
     extra += 1 if getattr(args, "triton", None) else 0
     extra += (1 if int8 else 0) + int(timing)
+    extra += 1  # the labels head: cut, or kept in the graph (then the step only says so)
     steps = Steps((4 if byo_onnx else 6) + (1 if args.fp16 else 0) + extra, stream, staging)
     report = {"command": " ".join(sys.argv), "steps": steps.durations}
 
@@ -379,6 +380,18 @@ def _run_staged(args, stream, staging):
         int8_path = int8_step(args, steps, onnx_path, stage_dir, name, card, report, stream)
         written += [int8_path, card_mod.sidecar_path(int8_path)]
         report["artifacts"]["onnx_int8"] = staging.final(os.path.basename(int8_path))
+
+    # --- labels head (export/head.py): cut before Resize + ArgMax for CPU engines -----------
+    from .head import head_step
+
+    dblock_paths = []
+    if dblock:
+        dblock_paths = [
+            report["dblock"][k] and os.path.join(stage_dir, os.path.basename(report["dblock"][k]))
+            for k in ("path", "path_fp16")
+        ]
+    card = head_step(steps, args, backend, [onnx_path, fp16_path, int8_path] + dblock_paths, card)
+    report["card"] = card
 
     # --- engine ---------------------------------------------------------------------------
     engine_path, engine_card = build_engine(

@@ -15,8 +15,9 @@ onnx = pytest.importorskip("onnx")
 
 @pytest.fixture(scope="module")
 def fused_engine(tmp_path_factory, engines):
+    from segdeploy.card import read_onnx_card as read_card
     from segdeploy.export.head import cut_head
-    from segdeploy.export.onnx_export import read_card, save_model, set_card
+    from segdeploy.export.onnx_export import save_model, set_card
 
     proto = onnx.load(engines[0])
     card = read_card(proto)

@@ -18,8 +18,9 @@ H, W = 64, 128
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory):
     """(graph-head .onnx, fused-head .onnx, the fused card) of one tiny RegSeg."""
+    from segdeploy.card import read_onnx_card as read_card
     from segdeploy.export.head import cut_head
-    from segdeploy.export.onnx_export import read_card, save_model, set_card
+    from segdeploy.export.onnx_export import save_model, set_card
 
     folder = tmp_path_factory.mktemp("head")
     graph_path, fused_path = folder / "tiny.onnx", folder / "tiny.fused.onnx"
