@@ -14,6 +14,7 @@ without such a Resize.
 """
 
 import copy
+import os
 
 from .. import card as card_mod
 from ..errors import ExportError
@@ -209,20 +210,15 @@ def choose_head(requested, backend, model_proto):
     return "fused", None
 
 
-def graph_card(card):
-    """``card`` (in place) recording that the graph itself holds the head."""
-    card["output"]["head"] = {"kind": "graph"}
-    return card
+def head_step(steps, args, backend, paths, card, stage_dir):
+    """segexport's labels-head step: ``(card, paths)`` the engine is built from.
 
-
-def head_step(steps, args, backend, paths, card):
-    """segexport's labels-head step: cut every written graph (``paths``; None skipped) before
-    its head when the head is fused, rewriting each file and its sidecar in place; returns the
-    card the engine is built with (``card`` itself, marked, when the head stays in the graph).
-
-    Runs after every graph is written and checked, so verification, FP16, INT8 and the D-block
-    check all see the graph with its head (their figures are the labels'), and the engine is
-    built from the cut graph."""
+    With the head fused, each written graph of ``paths`` (None skipped) is cut before its head
+    into a copy of the same name under ``stage_dir/fused-head`` (with its card and sidecar), and
+    the engine (and a Triton repository) is built from the copies; NAME.onnx, NAME.fp16.onnx and
+    NAME.int8.onnx keep their head, so they stay the portable, verified graphs any target (a
+    TensorRT device too) builds from. Runs after verification, FP16 and INT8, which all judge
+    the labels of the whole graph."""
     import onnx
 
     from .onnx_export import save_model, set_card
@@ -241,42 +237,46 @@ def head_step(steps, args, backend, paths, card):
             why = "TensorRT runs them on the GPU"
         else:
             why = note
-        steps.run(
-            "labels head: Resize + ArgMax stay in the graph ({})".format(why), graph_card, card
-        )
-        return card
+        steps.run("labels head: Resize + ArgMax stay in the engine ({})".format(why), lambda: None)
+        return card, list(paths)
     if note:
         steps.say(note)
+    folder = os.path.join(stage_dir, "fused-head")
 
     def cut_all():
-        fused = None
+        os.makedirs(folder, exist_ok=True)
+        out = []
         for path in paths:
             if not path:
+                out.append(None)
                 continue
             proto = main if path == paths[0] else onnx.load(path)
-            own = card_mod.read_onnx_card(proto, path) or card
+            if os.path.isfile(card_mod.sidecar_path(path)):
+                own = card_mod.read_sidecar(path)
+            else:
+                own = card_mod.read_onnx_card(proto, path) or card
             cut, cut_card = cut_head(proto, own)
             set_card(cut, cut_card)
-            save_model(cut, path)
-            card_mod.write_sidecar(path, cut_card)
-            if fused is None:
-                fused = cut_card
-        return fused
+            target = os.path.join(folder, os.path.basename(path))
+            save_model(cut, target)
+            card_mod.write_sidecar(target, cut_card)
+            out.append(target)
+        return out
 
-    fused = steps.run(
-        "fused labels head: cut the graph before its final Resize + ArgMax (the runtime "
+    cut_paths = steps.run(
+        "fused labels head: the engine stops before the final Resize + ArgMax (the runtime "
         "upsamples and decides on the host)",
         cut_all,
     )
+    fused = card_mod.read_sidecar(cut_paths[0])
     head = fused["output"]["head"]
     steps.say(
-        "engine output: logits {} -> labels {}x{} by the runtime's fused head ({})".format(
+        "engine output: logits {} -> labels {}x{} by the runtime's fused head ({}); the .onnx "
+        "files keep their head".format(
             "x".join(str(v) for v in head["logits_size"] or ("h", "w")),
             head["size"][0],
             head["size"][1],
             head["mode"],
         )
     )
-    card.clear()
-    card.update(fused)
-    return card
+    return fused, cut_paths

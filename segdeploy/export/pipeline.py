@@ -381,17 +381,12 @@ def _run_staged(args, stream, staging):
         written += [int8_path, card_mod.sidecar_path(int8_path)]
         report["artifacts"]["onnx_int8"] = staging.final(os.path.basename(int8_path))
 
-    # --- labels head (export/head.py): cut before Resize + ArgMax for CPU engines -----------
+    # --- labels head (export/head.py): CPU engines stop before Resize + ArgMax ------------
     from .head import head_step
 
-    dblock_paths = []
-    if dblock:
-        dblock_paths = [
-            report["dblock"][k] and os.path.join(stage_dir, os.path.basename(report["dblock"][k]))
-            for k in ("path", "path_fp16")
-        ]
-    card = head_step(steps, args, backend, [onnx_path, fp16_path, int8_path] + dblock_paths, card)
-    report["card"] = card
+    engine_card_in, engine_sources = head_step(
+        steps, args, backend, [onnx_path, fp16_path, int8_path], card, stage_dir
+    )
 
     # --- engine ---------------------------------------------------------------------------
     engine_path, engine_card = build_engine(
@@ -401,8 +396,8 @@ def _run_staged(args, stream, staging):
         backend_reason,
         stage_dir,
         name,
-        (onnx_path, fp16_path, int8_path),
-        card,
+        tuple(engine_sources),
+        engine_card_in,
         profile,
         trt_version,
     )
@@ -441,9 +436,9 @@ def _run_staged(args, stream, staging):
             steps,
             args,
             name,
-            onnx_path,
+            engine_sources[0],
             staged_engine,
-            card,
+            engine_card_in,
             "fp16" if args.fp16 else "fp32",
         )
         report["artifacts"]["triton"] = triton["model_dir"]
