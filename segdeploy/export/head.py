@@ -224,15 +224,21 @@ def head_step(steps, args, backend, paths, card, stage_dir):
     from .onnx_export import save_model, set_card
 
     requested = getattr(args, "head", None)
+    default_graph = None
     if requested is None and getattr(args, "output", "labels") == "logits":
-        requested = "graph"  # --output logits asks for the upsampled logits themselves
+        default_graph = "--output logits"  # asks for the upsampled logits themselves
+    elif requested is None and getattr(args, "triton", None):
+        if getattr(args, "triton_device", "gpu") != "cpu":
+            default_graph = "the Triton repository runs on a GPU"
+    if default_graph:
+        requested = "graph"
     main = onnx.load(paths[0])
     choice, note = choose_head(requested, backend, main)
     if choice == "graph":
         if getattr(args, "head", None) == "graph":
             why = "--head graph"
-        elif requested == "graph":
-            why = "--output logits"
+        elif default_graph:
+            why = default_graph
         elif backend == "tensorrt":
             why = "TensorRT runs them on the GPU"
         else:

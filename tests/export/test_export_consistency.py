@@ -19,7 +19,7 @@ import pytest
 
 from segdeploy import manifest
 
-STEPS = 6  # regseg_tiny, no --fp16: build, fold, export, verify, write, engine
+STEPS = 7  # regseg_tiny, no --fp16: build, fold, export, verify, write, labels head, engine
 NEW = ("--model", "regseg_tiny", "--res", "32x64", "--verify-inputs", "1")
 OLD = ("--model", "regseg_tiny", "--res", "64x64", "--verify-inputs", "1")  # other bytes
 

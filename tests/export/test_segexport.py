@@ -111,9 +111,13 @@ def test_report_and_ort_engine(regseg_export):
     reorders = sidecar["engine"]["layout_reorders"]
     assert 0 < reorders["ReorderInput"] < 59
     assert "SplitToSequence" not in sidecar["engine"]["optimized_ops"]
+    # the CPU engine stops at the stride-4 logits; its card tells the runtime's fused head how
+    # the graph's Resize + ArgMax (still in regseg.onnx) upsampled them
     session = ort.InferenceSession(str(engine))
     x = np.zeros((1, 3, 128, 256), np.float32)
-    assert session.run(None, {"image": x})[0].shape == (1, 128, 256)
+    assert session.run(None, {"image": x})[0].shape == (1, 19, 32, 64)
+    assert sidecar["output"]["head"]["kind"] == "fused"
+    assert sidecar["output"]["head"]["size"] == [128, 256]
 
 
 def test_fp16_graph_is_typed_half_with_fp32_io(regseg_export):
