@@ -146,3 +146,33 @@ def test_triton_declares_the_low_resolution_logits_of_a_fused_head(engines):
         card, input=dict(card["input"], dynamic={"min": [32, 64], "opt": [H, W], "max": [128, 256]})
     )
     assert tensor_dims(dynamic, 8) == ([3, -1, -1], [19, -1, -1])
+
+
+def test_segexport_head_graph_and_fused_engines_give_the_same_labels(tmp_path):
+    import torch
+    from runtime_support import tiny_model
+
+    from segdeploy.export.cli import main as segexport
+
+    checkpoint = tmp_path / "tiny.pth"
+    torch.save(tiny_model(seed=5).state_dict(), str(checkpoint))  # labels vary per pixel
+    argv = ["--model", "regseg_tiny", "--checkpoint", str(checkpoint), "--res", "64x128"]
+    argv += ["--verify-inputs", "1", "--backend", "onnxruntime", "-q"]
+    assert segexport(argv + ["--out", str(tmp_path / "fused")]) == 0
+    assert segexport(argv + ["--out", str(tmp_path / "graph"), "--head", "graph"]) == 0
+    fused_ort, graph_ort = (
+        tmp_path / "fused" / "regseg_tiny.ort",
+        tmp_path / "graph" / "regseg_tiny.ort",
+    )
+    assert card_mod.read_sidecar(str(fused_ort))["output"]["head"]["kind"] == "fused"
+    assert "head" not in card_mod.read_sidecar(str(graph_ort))["output"]
+    # the exported .onnx keeps its head either way: the portable graph for other targets
+    proto = onnx.load(str(tmp_path / "fused" / "regseg_tiny.onnx"))
+    assert [o.name for o in proto.graph.output] == ["labels"]
+    frame = smooth_frame(90, 170, seed=4)
+    with Runtime(fused_ort) as fused, Runtime(graph_ort) as graph:
+        assert fused.engine.outputs[0].shape[1:] == (19, 16, 32)
+        assert fused.head == "fused-network" and graph.head == "graph"
+        expected = graph.infer(frame)
+        assert len(np.unique(expected)) >= 5
+        assert (fused.infer(frame) == expected).mean() >= 0.9999
