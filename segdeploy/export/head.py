@@ -230,6 +230,11 @@ def head_step(steps, args, backend, paths, card, stage_dir):
     elif requested is None and getattr(args, "triton", None):
         if getattr(args, "triton_device", "gpu") != "cpu":
             default_graph = "the Triton repository runs on a GPU"
+    to_tensorrt = getattr(args, "print_trtexec", False) or getattr(args, "trt_version", None)
+    if backend == "tensorrt" or to_tensorrt:
+        backend = "tensorrt"  # the graph is for a TensorRT device (the trtexec line too)
+    elif backend is None and requested is None:
+        default_graph = "no engine is built here"
     if default_graph:
         requested = "graph"
     main = onnx.load(paths[0])
