@@ -68,6 +68,18 @@ def build_parser():
     )
     parser.add_argument("--checkpoint", help="checkpoint for --model (default: random weights)")
     parser.add_argument(
+        "--checkpoints",
+        metavar="DIR",
+        help="for --compare: a folder with NAME.pth for each model (default: random weights)",
+    )
+    parser.add_argument(
+        "--dataset",
+        help="for --compare with --checkpoints: score each model's mIoU on cityscapes, camvid or "
+        "folder (as segeval does), beside its speed",
+    )
+    parser.add_argument("--root", help="the --dataset's folder")
+    parser.add_argument("--split", help="the --dataset's split (default: the dataset's own)")
+    parser.add_argument(
         "--backends",
         default="torch,onnxruntime",
         help="for --model: comma-separated torch, onnxruntime, tensorrt",

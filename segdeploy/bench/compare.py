@@ -121,8 +121,38 @@ def paper_figure(name, spec, height, width):
 # --- export, engine choice, opening -------------------------------------------------------------
 
 
-def export_models(names, height, width, workdir, say):
-    """[{name, spec, onnx, params, macs}]: each model folded and exported as segexport does."""
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".tar")
+
+
+def find_checkpoints(directory, names):
+    """{name: path} of ``DIR/NAME.pth`` (or .pt, .pth.tar, .tar) for every model, checked before
+    anything is exported; a model without one is a one-line error."""
+    if not os.path.isdir(directory):
+        raise SegDeployError(
+            "--checkpoints {} is not a directory; give the folder that holds NAME.pth for "
+            "each model".format(directory)
+        )
+    found, missing = {}, []
+    for name in names:
+        paths = [os.path.join(directory, name + s) for s in CHECKPOINT_SUFFIXES]
+        hit = [p for p in paths if os.path.isfile(p)]
+        if hit:
+            found[name] = hit[0]
+        else:
+            missing.append(name)
+    if missing:
+        raise SegDeployError(
+            "--checkpoints {}: no checkpoint for {} (looked for NAME{}); add it or leave the "
+            "model out of --compare".format(
+                directory, ", ".join(missing), ", NAME".join(CHECKPOINT_SUFFIXES)
+            )
+        )
+    return found
+
+
+def export_models(names, height, width, workdir, say, checkpoints=None, unsafe_pickle=False):
+    """[{name, spec, onnx, params, macs}]: each model folded and exported as segexport does,
+    with its checkpoint from ``checkpoints`` ({name: path}) where given."""
     from .. import models
     from ..export import export_onnx, fold_batchnorm, make_card
     from .harness import complexity_of
@@ -131,6 +161,8 @@ def export_models(names, height, width, workdir, say):
     for name in names:
         spec = models.get_spec(name)
         model = models.build(name)
+        if checkpoints:
+            models.load_checkpoint(model, checkpoints[name], allow_unsafe_pickle=unsafe_pickle)
         params, macs = complexity_of(model, height, width)
         path = os.path.join(workdir, "{}_{}x{}.onnx".format(name, height, width))
         card = make_card(spec, spec.num_classes, height, width, "labels")
@@ -331,10 +363,14 @@ def run_compare(args, say=print):
     elif precision != "fp16":
         check_precision("openvino" if precision == "bf16" else "onnxruntime", precision)
     protocol = get(args.protocol, args.warmup, args.iters)
+    checkpoints, dataset = checkpoints_and_dataset(args, names)
     workdir = tempfile.mkdtemp(prefix="segbench-compare-")
     engines = {}
+    miou = {}
     try:
-        exported = export_models(names, height, width, workdir, say)
+        exported = export_models(
+            names, height, width, workdir, say, checkpoints, getattr(args, "unsafe_pickle", False)
+        )
         backend, why = choose_backend(args, exported, precision, height, width, say)
         check_precision(backend, precision)
         steps, scope = {}, None
@@ -366,6 +402,8 @@ def run_compare(args, say=print):
         for engine in engines.values():
             if hasattr(engine, "versions"):
                 versions.update(engine.versions())
+        if dataset is not None:
+            miou = score_models(exported, dataset, args, say)
     finally:
         for engine in engines.values():
             engine.close()
@@ -390,6 +428,8 @@ def run_compare(args, say=print):
                 "floor_share": floor / summary["median"] if floor else None,
                 "spread_warning": stats.spread_warning(summary),
                 "paper": paper_figure(name, item["spec"], height, width),
+                "checkpoint": checkpoints.get(name) if checkpoints else None,
+                "miou": miou.get(name),
                 "samples_ms": [round(float(v), 4) for v in ms],
             }
         )
@@ -414,7 +454,48 @@ def run_compare(args, say=print):
         "peak_source": peak.source,
         "versions": versions,
         "rows": rows,
+        "dataset": None if dataset is None else "{} ({} images)".format(dataset.name, len(dataset)),
+        "miou_engine": "ONNX Runtime FP32 on each exported graph" if dataset is not None else None,
     }
+
+
+def checkpoints_and_dataset(args, names):
+    """({name: checkpoint}, opened dataset) for --checkpoints / --dataset, checked up front."""
+    directory = getattr(args, "checkpoints", None)
+    name = getattr(args, "dataset", None)
+    if name and not directory:
+        raise SegDeployError(
+            "--dataset scores the models' labels, and random weights score nothing; pass "
+            "--checkpoints DIR with NAME.pth for each model"
+        )
+    checkpoints = find_checkpoints(directory, names) if directory else None
+    dataset = None
+    if name:
+        from ..eval.data import open_dataset
+
+        dataset = open_dataset(name, getattr(args, "root", None), getattr(args, "split", None))
+    return checkpoints, dataset
+
+
+def score_models(exported, dataset, args, say):
+    """{name: mIoU (0..1)} of each exported graph on ``dataset`` (segeval's metric), in ONNX
+    Runtime FP32: the accuracy of the weights, beside the speed of the engine timed."""
+    from ..eval.evaluate import evaluate
+    from ..runtime.runtime import Runtime
+
+    scores = {}
+    for item in exported:
+        start = time.perf_counter()
+        with Runtime(item["onnx"], backend="onnxruntime", threads=args.threads) as runtime:
+            report = evaluate(runtime, dataset, progress=False, workers=0)
+        scores[item["name"]] = float(report.miou)
+        say(
+            "scored {} on {}: mIoU {:.2f} % in {:.1f} s".format(
+                item["name"], getattr(args, "dataset", "the dataset"), 100.0 * report.miou,
+                time.perf_counter() - start,
+            )
+        )  # fmt: skip
+    return scores
 
 
 def main_compare(args, command=None):

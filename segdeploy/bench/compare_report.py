@@ -21,6 +21,7 @@ CSV_FIELDS = (
     "reference",
     "floor_ms",
     "floor_share",
+    "miou",
     "paper_fps",
     "paper_device",
     "paper_resolution",
@@ -91,6 +92,9 @@ def format_table(result):
         ),
     ]
     lines = list(head)
+    scored = any(r.get("miou") is not None for r in result["rows"])
+    if scored:
+        lines[-1] += "  mIoU %"
     for row in result["rows"]:
         lines.append(
             ROW.format(
@@ -103,6 +107,13 @@ def format_table(result):
                 _num(row["speed_vs_reference"], "{:.2f}"),
                 _num(row["floor_share"], "{:.1f}", 0.01),
                 paper_text(row["paper"]),
+            )
+            + ("  {}".format(_num(row.get("miou"), "{:.2f}", 0.01)) if scored else "")
+        )
+    if scored:
+        lines.append(
+            "mIoU: {} on {}, each model with its own checkpoint".format(
+                result.get("miou_engine"), result.get("dataset")
             )
         )
     lines += [
@@ -138,6 +149,7 @@ def csv_rows(result):
                 "p90_ms": lat["p90"],
                 "cv": lat["cv"],
                 "fps": row["fps"],
+                "miou": row.get("miou"),
                 "speed_vs_reference": row["speed_vs_reference"],
                 "reference": result["reference"],
                 "floor_ms": row["floor_ms"],

@@ -138,3 +138,60 @@ def test_interleaved_rounds_rotate_the_first_model():
     samples = time_interleaved(calls, warmup=1, iters=3)
     assert order == list("abc") + list("abc") + list("bca") + list("cab")
     assert [len(samples[n]) for n in "abc"] == [3, 3, 3]
+
+
+def _eval_support():
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "eval"))
+    import eval_support
+
+    return eval_support
+
+
+def test_compare_with_checkpoints_and_a_dataset_adds_segevals_miou(tmp_path, capsys):
+    """--checkpoints DIR loads NAME.pth into each model; --dataset scores each exported graph as
+    segeval does: the figure equals segeval's on the same graph, and it depends on the weights."""
+    from segdeploy import Runtime
+    from segdeploy.eval import evaluate
+    from segdeploy.export import export_onnx, fold_batchnorm, make_card
+
+    support = _eval_support()
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    model = support.fanin_model(seed=2)
+    torch.save(model.state_dict(), str(ckpts / "regseg_tiny.pth"))
+    # the reference: the same weights exported at the same size, opened by segeval's path
+    spec = models.get_spec("regseg_tiny")
+    onnx_path = str(tmp_path / "ref.onnx")
+    card = make_card(spec, spec.num_classes, 64, 128, "labels")
+    export_onnx(fold_batchnorm(model), onnx_path, height=64, width=128, card=card)
+    names = [str(i) for i in range(19)]
+    with Runtime(onnx_path) as runtime:
+        labels = runtime.infer(support.frame(50))
+        assert len(np.unique(labels)) >= 5  # labels vary: the score can be wrong
+        support.make_folder(str(tmp_path / "data"), runtime, names, count=3)
+    reference = evaluate(onnx_path, "folder", root=str(tmp_path / "data"), progress=False)
+    assert 0.0 < reference.miou < 1.0
+
+    out = str(tmp_path / "c.json")
+    argv = ["--compare", "regseg_tiny", "--res", "64x128", "--warmup", "1", "--iters", "2"]
+    argv += ["--threads", "1", "--checkpoints", str(ckpts), "--json", out]
+    argv += ["--dataset", "folder", "--root", str(tmp_path / "data")]
+    assert cli.main(argv) == 0
+    text = capsys.readouterr().out
+    row = json.load(open(out))["rows"][0]
+    assert row["checkpoint"] == str(ckpts / "regseg_tiny.pth")
+    assert row["miou"] == pytest.approx(reference.miou, abs=1e-9)
+    assert "mIoU %" in text and "{:.2f}".format(100 * reference.miou) in text
+
+
+def test_compare_refuses_a_dataset_without_checkpoints_and_a_missing_checkpoint(tmp_path, capsys):
+    base = ["--compare", "regseg_tiny", "--res", "32x64", "--iters", "1"]
+    assert cli.main(base + ["--dataset", "folder", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoints DIR" in err and len(err.strip().splitlines()) == 1
+    assert cli.main(base + ["--checkpoints", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint for regseg_tiny" in err and len(err.strip().splitlines()) == 1
