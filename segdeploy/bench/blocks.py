@@ -31,7 +31,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -54,6 +53,7 @@ from .block_graphs import (  # noqa: F401  (the blocks, as the tests and scripts
     onnx_block,
     torch_block,
 )
+from .interleave import time_interleaved  # noqa: F401  (tests time blocks with it)
 
 
 class _Runners(object):
@@ -218,27 +218,6 @@ def _trt_fp16(typed):
 
 
 # --- timing and the table -----------------------------------------------------------------------
-
-
-def time_interleaved(calls, warmup, iters, sync=lambda: None, progress=None):
-    """label -> list of ms. Every iteration runs each block once, the starting block rotating,
-    so that a burst of load on the machine is shared by all blocks."""
-    labels = list(calls)
-    for _ in range(warmup):
-        for label in labels:
-            calls[label]()
-    sync()
-    samples = dict((label, []) for label in labels)
-    for i in range(iters):
-        k = i % len(labels)
-        for label in labels[k:] + labels[:k]:
-            start = time.perf_counter()
-            calls[label]()
-            sync()
-            samples[label].append((time.perf_counter() - start) * 1e3)
-        if progress is not None:
-            progress(i + 1, iters)
-    return samples
 
 
 def rows_for(samples, reference="Y block", notes=None, extra=None):

@@ -20,12 +20,12 @@ other way. Python 3.6 compatible; torch, onnx and TensorRT are imported when use
 import os
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 from .._io import write_json
 from ..errors import SegDeployError
+from .interleave import time_interleaved
 
 DEFAULT_SPEC = "19:8"
 STANDARD = "standard (Resize + ArgMax)"
@@ -45,24 +45,6 @@ def parse_spec(text):
             "--head needs 1 to 255 classes and a positive stride, got {!r}".format(text)
         )
     return classes, stride
-
-
-def time_interleaved(calls, warmup, iters, sync=lambda: None):
-    """label -> list of ms; each iteration runs every call once, the first one rotating."""
-    labels = list(calls)
-    for _ in range(warmup):
-        for label in labels:
-            calls[label]()
-    sync()
-    samples = dict((label, []) for label in labels)
-    for i in range(iters):
-        k = i % len(labels)
-        for label in labels[k:] + labels[:k]:
-            start = time.perf_counter()
-            calls[label]()
-            sync()
-            samples[label].append((time.perf_counter() - start) * 1e3)
-    return samples
 
 
 class _Case(object):

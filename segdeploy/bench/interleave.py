@@ -1,7 +1,7 @@
 """Timing several things in one loop, interleaved: every round runs each of them once, the first
 one rotating, so that a burst of load on the machine falls on all of them alike and the ratio of
-two of them can be taken round by round (paired). Used by ``segbench --compare``; the same loop
-as ``blocks.time_interleaved`` and ``scripts/bench_runtime.interleave``, which can share it.
+two of them can be taken round by round (paired). The one loop of ``segbench --compare``,
+``--blocks`` and ``--head``.
 Python 3.6 compatible.
 """
 
