@@ -20,16 +20,12 @@ Python 3.6 compatible, numpy only.
 
 import ctypes
 import functools
-import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 
 import numpy as np
 
-from ...errors import MissingDependencyError, SegDeployError
+from .. import host_build
+from ..host_build import HostBuildError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ("dblock_common.cuh", "dblock_host.cpp")
@@ -39,120 +35,18 @@ ABI_VERSION = 1
 # 11-bit significand: 2**-11 relative rounding per input; the sum of 144 products spreads it).
 FP16_TOLERANCE = 2e-3
 
-_FLAGS = ("-std=c++11", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
-
-
-class HostBuildError(SegDeployError):
-    """The C++ compiler could not build the D-block host library."""
-
-
-def _compiler():
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name:
-            path = shutil.which(name)
-            if path:
-                return path
-    raise MissingDependencyError(
-        "the D-block host build needs a C++ compiler and none was found; install one "
-        "(e.g. apt-get install g++) or set CXX to its path"
-    )
-
 
 def cache_dir():
-    """Per-user directory where compiled host libraries are kept."""
-    root = os.environ.get("SEGDEPLOY_CACHE")
-    if not root:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        root = os.path.join(base, "segdeploy")
-    return os.path.join(root, "dblock-host")
-
-
-def _cpu_tag():
-    """What -march=native depends on, so that a cache shared by two CPUs never mixes builds."""
-    tag = platform.machine()
-    try:
-        with open("/proc/cpuinfo", "r") as f:
-            for line in f:
-                if line.startswith(("model name", "flags", "Features")):
-                    tag += "|" + line.strip()
-                    if line.startswith(("flags", "Features")):
-                        break
-    except OSError:
-        pass
-    return tag
-
-
-def _native_flags(compiler):
-    """-march=native where the compiler takes it (hardware fmaf instead of a libm call)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "probe.cpp")
-        with open(src, "w") as f:
-            f.write("int main() { return 0; }\n")
-        try:
-            proc = subprocess.run(
-                [compiler, "-march=native", src, "-o", os.path.join(tmp, "probe")],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-        except OSError:
-            return ()
-    return ("-march=native",) if proc.returncode == 0 else ()
-
-
-def _compiler_version(compiler):
-    try:
-        proc = subprocess.run(
-            [compiler, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-    except OSError as exc:
-        raise MissingDependencyError(
-            "the C++ compiler {} cannot be run ({}); install g++ or set CXX".format(compiler, exc)
-        ) from None
-    return proc.stdout
+    """Per-user directory where the compiled D-block host library is kept."""
+    return os.path.join(host_build.cache_root(), "dblock-host")
 
 
 def build_library(verbose=False):
     """Compile the host library if the cache lacks it; return its path."""
-    compiler = _compiler()
-    flags = _FLAGS + _native_flags(compiler)
-    digest = hashlib.sha256()
-    for name in SOURCES:
-        with open(os.path.join(HERE, name), "rb") as f:
-            digest.update(name.encode() + b"\0" + f.read() + b"\0")
-    digest.update(_compiler_version(compiler))
-    digest.update(" ".join(flags).encode())
-    digest.update(_cpu_tag().encode())
-    directory = cache_dir()
-    path = os.path.join(directory, "libdblock_host-{}.so".format(digest.hexdigest()[:24]))
-    if os.path.exists(path):
-        return path
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise HostBuildError(
-            "cannot create the cache directory {} ({}); set SEGDEPLOY_CACHE to a writable "
-            "directory".format(directory, exc.strerror or exc)
-        ) from None
-    fd, tmp = tempfile.mkstemp(prefix=".libdblock_host-", suffix=".so.tmp", dir=directory)
-    os.close(fd)
-    cmd = [compiler] + list(flags) + [os.path.join(HERE, "dblock_host.cpp"), "-o", tmp]
-    try:
-        if verbose:
-            print(" ".join(cmd))
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
-            lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
-            raise HostBuildError(
-                "{} failed to compile the D-block host library: {}".format(
-                    os.path.basename(compiler), lines[0] if lines else "no output"
-                )
-            )
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)  # atomic: a concurrent build of the same key just wins or loses
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return host_build.build_cached(
+        HERE, SOURCES, "dblock_host.cpp", "dblock_host", cache_dir(), "D-block",
+        verbose,
+    )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)  # noqa: UP033 (functools.cache is 3.9+)

@@ -17,75 +17,30 @@ Python 3.6 compatible, numpy only.
 
 import ctypes
 import functools
-import hashlib
 import os
-import subprocess
-import tempfile
 
 import numpy as np
 
-from ...errors import SegDeployError
-from ..dblock import host as dblock_host
+from .. import host_build
+from ..host_build import HostBuildError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ("seghead_common.cuh", "seghead_host.cpp")
 ABI_VERSION = 1
 MAX_CLASSES = 255
 
-_FLAGS = ("-std=c++11", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
-
-
-class HostBuildError(SegDeployError):
-    """The C++ compiler could not build the fused head's host library."""
-
 
 def cache_dir():
-    """Per-user directory where the compiled host library is kept."""
-    return os.path.join(os.path.dirname(dblock_host.cache_dir()), "seghead-host")
+    """Per-user directory where the compiled fused head's host library is kept."""
+    return os.path.join(host_build.cache_root(), "seghead-host")
 
 
 def build_library(verbose=False):
     """Compile the host library if the cache lacks it; return its path."""
-    compiler = dblock_host._compiler()
-    flags = _FLAGS + dblock_host._native_flags(compiler)
-    digest = hashlib.sha256()
-    for name in SOURCES:
-        with open(os.path.join(HERE, name), "rb") as f:
-            digest.update(name.encode() + b"\0" + f.read() + b"\0")
-    digest.update(dblock_host._compiler_version(compiler))
-    digest.update(" ".join(flags).encode())
-    digest.update(dblock_host._cpu_tag().encode())
-    directory = cache_dir()
-    path = os.path.join(directory, "libseghead_host-{}.so".format(digest.hexdigest()[:24]))
-    if os.path.exists(path):
-        return path
-    try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    except OSError as exc:
-        raise HostBuildError(
-            "cannot create the cache directory {} ({}); set SEGDEPLOY_CACHE to a writable "
-            "directory".format(directory, exc.strerror or exc)
-        ) from None
-    fd, tmp = tempfile.mkstemp(prefix=".libseghead_host-", suffix=".so.tmp", dir=directory)
-    os.close(fd)
-    cmd = [compiler] + list(flags) + [os.path.join(HERE, "seghead_host.cpp"), "-o", tmp]
-    try:
-        if verbose:
-            print(" ".join(cmd))
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if proc.returncode != 0:
-            lines = proc.stdout.decode("utf-8", "replace").strip().splitlines()
-            raise HostBuildError(
-                "{} failed to compile the fused head's host library: {}".format(
-                    os.path.basename(compiler), lines[0] if lines else "no output"
-                )
-            )
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, path)  # atomic: a concurrent build of the same key just wins or loses
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return host_build.build_cached(
+        HERE, SOURCES, "seghead_host.cpp", "seghead_host", cache_dir(),
+        "fused head's", verbose,
+    )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)  # noqa: UP033 (functools.cache is 3.9+)
