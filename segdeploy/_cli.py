@@ -15,6 +15,11 @@ def add_version(parser):
 QUIET, NORMAL, VERBOSE = -1, 0, 1
 
 
+def plural(count, word, words=None):
+    """'1 frame', '2 frames', '0 frames' (``words``: an irregular plural)."""
+    return "{} {}".format(count, word if count == 1 else (words or word + "s"))
+
+
 def add_verbosity(parser):
     """``-v`` (more detail, repeatable) and ``-q`` (only errors and the final result line)."""
     group = parser.add_mutually_exclusive_group()
@@ -79,7 +84,8 @@ def error_line(prog, exc, first_line=False):
 def run_main(prog, body, interrupted, first_line=False, signal_exit=False):
     """Run ``body()`` (a command's work; it returns the exit code, None meaning 0) the way every
     segdeploy command does: a SegDeployError prints ``error_line`` on stderr and returns its
-    exit code (2); Ctrl-C prints ``prog: interrupted; <interrupted>`` and returns 130, or with
+    exit code (2); Ctrl-C prints ``prog: interrupted; <interrupted>`` (a string, or a callable
+    giving it then) and returns 130, or with
     ``signal_exit`` 128 + the signal the interruption carries (SIGTERM: 143), as a shell does."""
     import sys
 
@@ -89,6 +95,8 @@ def run_main(prog, body, interrupted, first_line=False, signal_exit=False):
         print(error_line(prog, exc, first_line), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
+        if callable(interrupted):  # what was done, known only now
+            interrupted = interrupted()
         print("{}: interrupted; {}".format(prog, interrupted), file=sys.stderr)
         return 128 + getattr(exc, "signum", 2) if signal_exit else 130
     return 0 if code is None else code

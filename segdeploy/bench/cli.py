@@ -143,38 +143,6 @@ def build_parser():
     return parser
 
 
-class _Progress(object):
-    """tqdm when installed (on stderr), else nothing: the table is the output that matters."""
-
-    def __init__(self, total, enabled):
-        self._bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                # disable=None: no bar when stderr is not a terminal (CI logs, make output)
-                self._bar = tqdm(total=total, unit="it", file=sys.stderr, leave=False, disable=None)
-            except ImportError:
-                self._bar = None
-        self._base = 0
-        self._last = 0
-
-    def start(self, label):
-        self._base += self._last
-        self._last = 0
-        if self._bar is not None:
-            self._bar.set_description(label)
-
-    def __call__(self, done):
-        if self._bar is not None:
-            self._bar.update(done - self._last)
-        self._last = done
-
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
-
-
 def _engine_complexity(card, height, width):
     # An engine file has no module to count; rebuild the zoo model when torch is here.
     name = (card or {}).get("model", {}).get("name")
@@ -225,6 +193,7 @@ def _bench_model(args, protocol, progress):
                     fold_bn=protocol.fold_bn,
                     probe=probe,
                 )
+                probe.opened()  # the "once opened" figure: growth from opening alone
                 try:
                     progress.start("{} {}x{}".format(backend, height, width))
                     records.append(
@@ -341,14 +310,21 @@ def _print_records(out, records):
 
 
 def main(argv=None):
+    from ..manifest import terminate_as_interrupt
+    from .progress import Progress
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_main(
-        "segbench", lambda: _main(args, argv), "no results were written", first_line=True
-    )
+    progress = Progress(bar=False, notes=False)
+
+    def body():
+        with terminate_as_interrupt():  # SIGTERM: the same one line as Ctrl-C, exit 143
+            return _main(args, progress, argv)
+
+    return run_main("segbench", body, progress.summary, first_line=True, signal_exit=True)
 
 
-def _main(args, argv=None):
+def _main(args, progress, argv=None):
     check_arguments(args)
     if args.zoo:
         return _zoo(args)
@@ -376,7 +352,8 @@ def _main(args, argv=None):
     sizes = max(1, len(str(args.res or "x").split(",")))
     runs = sizes * (len(args.engine) if args.engine else max(1, len(str(args.backends).split(","))))
     level = verbosity(args)
-    progress = _Progress(runs * (protocol.iters), not args.no_progress and level > QUIET)
+    progress.runs = runs
+    progress.enable(bar=not args.no_progress and level > QUIET, notes=level > QUIET)
     try:
         if args.precisions:
             from .precisions import format_precision_table, run_precisions
@@ -385,7 +362,7 @@ def _main(args, argv=None):
                 raise SegDeployError("--precisions needs one --engine NAME.onnx")
             args.engine = args.engine[0]
             args.backends_given = "--backends" in " ".join(argv or sys.argv[1:])
-            records = run_precisions(args, protocol, progress, run_protocol)
+            records = run_precisions(args, protocol, progress, run_protocol, _engine_complexity)
             print(format_precision_table(records))
         elif args.engine:
             records = _bench_engine(args, protocol, progress)

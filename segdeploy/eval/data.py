@@ -137,8 +137,11 @@ class EvalDataset(object):
         return len(self.samples)
 
     def __repr__(self):
-        return "{}({} split {!r}, {} images)".format(
-            type(self).__name__, self.root, self.split, len(self.samples)
+        return "{}({}{}, {} images)".format(
+            type(self).__name__,
+            self.root,
+            "" if self.split is None else " split {!r}".format(self.split),
+            len(self.samples),
         )
 
     def read_image(self, path):

@@ -286,6 +286,10 @@ def _run(args):
     if args.verify_inputs < 1:
         raise SegDeployError("--verify-inputs must be at least 1")
     check_arguments(args)
+    if args.model and ".py:" not in args.model:
+        from ..models import get_spec
+
+        get_spec(args.model)  # an unknown name: one line before any step is printed
     from .int8_step import check_args as check_int8_args
 
     check_int8_args(args)

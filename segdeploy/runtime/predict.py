@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .._cli import add_version, run_main
+from .._cli import add_version, plural, run_main
 from .._deps import require
 from .._io import check_writable_dir, write_json
 from ..errors import SegDeployError
@@ -490,9 +490,9 @@ def main(argv=None):
         return code
     report = reports[0]
     print(
-        "segpredict: {} frames in {:.1f} s ({:.2f} fps end to end; {}); {} output{} in {}; "
+        "segpredict: {} in {:.1f} s ({:.2f} fps end to end; {}); {} output{} in {}; "
         "timings in {}".format(
-            report["frames"],
+            plural(report["frames"], "frame"),
             report["seconds"],
             report["fps_end_to_end"] or 0.0,
             ", ".join("{} {:.1f} ms".format(k, v["mean_ms"]) for k, v in report["stages"].items()),
@@ -503,7 +503,7 @@ def main(argv=None):
         )
     )
     if report["dropped"]:
-        print("segpredict: dropped {} frames (--drop-oldest)".format(report["dropped"]))
+        print("segpredict: dropped {} (--drop-oldest)".format(plural(report["dropped"], "frame")))
     return 0
 
 
