@@ -1,14 +1,72 @@
-"""What every segdeploy command line shares. Python 3.6 compatible (device-side CLIs use it)."""
+"""What every segdeploy command line shares (docs/design.md, "Command-line conventions"):
+``make_parser`` (help wrapped to 80 columns, examples in the epilog), ``add_common_args``
+(``--version``, ``-v/-q``, ``--plugin``), the verbosity ``Printer`` and ``run_main`` (one line
+and exit 2 for a user's mistake, one line and 130/143 for Ctrl-C/SIGTERM).
+
+Python 3.6 compatible (device-side CLIs use it).
+"""
+
+import argparse
+import textwrap
 
 from ._version import __version__
 from .errors import SegDeployError
 
+HELP_WIDTH = 80
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Option help wrapped to 80 columns whatever the terminal; the description and the epilog
+    as written (``make_parser`` wraps the description, the examples are lines of their own)."""
+
+    def __init__(self, prog):
+        argparse.RawDescriptionHelpFormatter.__init__(
+            self, prog, width=HELP_WIDTH, max_help_position=30
+        )
+
+
+def make_parser(prog, description, examples=(), notes=None):
+    """An ArgumentParser with segdeploy's conventions: ``description`` (one paragraph, wrapped
+    here), then ``notes`` (text kept as written) and ``examples`` (command lines; a line ending
+    in a backslash continues) in the epilog."""
+    epilog = []
+    if notes:
+        epilog.append(notes.rstrip("\n"))
+    if examples:
+        epilog.append("examples:\n" + "\n".join("  " + line for line in examples))
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=textwrap.fill(" ".join(description.split()), HELP_WIDTH - 1),
+        epilog="\n\n".join(epilog) or None,
+        formatter_class=_Formatter,
+    )
+
 
 def add_version(parser):
-    """``--version``: the program and segdeploy's version, then exit 0."""
-    parser.add_argument(
-        "--version", action="version", version="%(prog)s (segdeploy) " + __version__
-    )
+    """``--version``: ``NAME X.Y.Z`` (the command and segdeploy's version), then exit 0."""
+    parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    return parser
+
+
+PLUGIN_HELP = (
+    "TensorRT plugin library to load (repeatable), after the engine's fingerprint check; "
+    "the only libraries ever loaded"
+)
+
+
+def add_plugin(parser, help=PLUGIN_HELP):
+    """``--plugin LIB.so`` (repeatable) -> ``args.plugin``, a list."""
+    parser.add_argument("--plugin", action="append", default=[], metavar="LIB.so", help=help)
+    return parser
+
+
+def add_common_args(parser, plugin=True, plugin_help=PLUGIN_HELP):
+    """``--version``, ``-v/-q`` and (for commands that open or build TensorRT engines)
+    ``--plugin``: what every console script takes, spelled the same."""
+    add_version(parser)
+    add_verbosity(parser)
+    if plugin:
+        add_plugin(parser, plugin_help)
     return parser
 
 

@@ -7,12 +7,19 @@
 Python 3.6 compatible; backends are imported when their engine is opened.
 """
 
-import argparse
 import shutil
 import sys
 import tempfile
 
-from .._cli import QUIET, Printer, add_verbosity, add_version, run_main, verbosity
+from .._cli import (
+    QUIET,
+    Printer,
+    add_common_args,
+    add_plugin,
+    make_parser,
+    run_main,
+    verbosity,
+)
 from ..engines.profiles import parse_resolutions
 from ..errors import SegDeployError
 from . import protocols, report
@@ -22,16 +29,26 @@ from .memory import EngineMemory
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="segbench", description="Time segmentation engines under the papers' protocols."
+    parser = make_parser(
+        "segbench",
+        "Time segmentation engines under the papers' protocols: an engine file, a model on a "
+        "Triton server, or a zoo model swept over backends and resolutions.",
+        examples=(
+            "segbench --engine out/regseg.ort --res 1024x2048 --protocol swiftnet",
+            "segbench --engine out/regseg.ort --iters 20     # a quick figure",
+            "segbench --engine out/regseg.onnx --precisions fp32,bf16,int8",
+            "segbench --engine a.ort --engine b.xml --json bench.json",
+            "segbench --engine grpc://127.0.0.1:8001/regseg --concurrency 1,4,8",
+            "segbench --model regseg --backends torch,onnxruntime --res 512x1024,1024x2048",
+        ),
     )
-    add_version(parser)
-    add_verbosity(parser)
+    add_common_args(parser, plugin=False)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--engine",
         action="append",
-        help="engine file (.onnx, .ort, .plan, .engine, .pt2); repeat to compare several",
+        help="engine file (.onnx, .ort, .xml, .plan, .engine, .pt2) or a model on a Triton "
+        "server (grpc://HOST:8001/NAME, http://HOST:8000/NAME); repeat to compare files",
     )
     what.add_argument("--model", help="zoo model name, swept over --backends and --res")
     what.add_argument(
@@ -96,7 +113,12 @@ def build_parser():
         help="timing protocol (default: regseg)",
     )
     parser.add_argument("--warmup", type=int, help="override the protocol's warm-up count")
-    parser.add_argument("--iters", type=int, help="override the protocol's timed iterations")
+    parser.add_argument(
+        "--iters",
+        type=int,
+        help="override the protocol's timed iterations (swiftnet: 1000; 20 gives a quick "
+        "figure with a wider spread)",
+    )
     parser.add_argument("--device", help="cpu, cuda[:N] (default: the backend's choice)")
     parser.add_argument("--threads", type=int, help="intra-op threads of the backend")
     parser.add_argument(
@@ -108,7 +130,11 @@ def build_parser():
     parser.add_argument("--csv", help="write one CSV row per run")
     parser.add_argument("--plot", help="write a PNG of latency against resolution")
     parser.add_argument("--plot-metric", choices=("latency", "fps"), default="latency")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (on a terminal) or progress lines (elsewhere)",
+    )
     trust = parser.add_argument_group("code from files (off unless asked for)")
     trust.add_argument(
         "--unsafe-pickle",
@@ -116,12 +142,9 @@ def build_parser():
         help="allow a .pt2 --engine and --checkpoint files that pickle Python objects; loading "
         "them can run code stored in them: only for files you trust",
     )
-    trust.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="LIB.so",
-        help="TensorRT plugin library to load (repeatable): for --engine plans built with it "
+    add_plugin(
+        trust,
+        "TensorRT plugin library to load (repeatable): for --engine plans built with it "
         "(e.g. NAME.dblock.plan), loaded after the engine's fingerprint check, and for --blocks "
         "on tensorrt (the DBlockConv plugin); the only libraries ever loaded",
     )

@@ -8,6 +8,8 @@ import time
 
 # A plain progress line at most this often (seconds), at the tenths of a run.
 LINE_INTERVAL_S = 10.0
+# Runs estimated to take at least this long (seconds) are announced up front.
+ESTIMATE_FROM_S = 10.0
 # Runs estimated to take longer than this get the fast form offered.
 LONG_RUN_S = 30.0
 QUICK_ITERS = 20
@@ -83,9 +85,9 @@ class Progress(object):
                 self._bar.set_description(self.label or "")
             except ImportError:
                 self._bar = None
-        if not self.notes:
-            return
         seconds = seconds_per_iteration * self.iters
+        if not self.notes or seconds < ESTIMATE_FROM_S:
+            return  # a short run: its result comes before an estimate would matter
         left_runs = self.runs - self.started_runs
         text = "{}: {} timed iterations at ~{} ms each (timed in the warm-up): about {}".format(
             self.label or "run", self.iters, _ms(seconds_per_iteration), duration(seconds)

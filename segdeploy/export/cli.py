@@ -11,7 +11,15 @@ segexport --model path/to/file.py:factory   # bring-your-own nn.Module (runs tha
 import argparse
 import sys
 
-from .._cli import QUIET, VERBOSE, add_verbosity, add_version, run_main, verbosity
+from .._cli import (
+    QUIET,
+    VERBOSE,
+    add_common_args,
+    add_plugin,
+    make_parser,
+    run_main,
+    verbosity,
+)
 from ..errors import SegDeployError
 
 
@@ -23,18 +31,20 @@ def _trt_version(text):
 
 
 def parser():
-    p = argparse.ArgumentParser(
-        prog="segexport",
-        description="Export a segmentation model to a verified ONNX file and build an engine "
-        "for this machine (TensorRT when present, else ONNX Runtime).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  segexport --model regseg --res 512x1024 --out out/\n"
-        "  segexport --model regseg --checkpoint cityscapes.pth --fp16\n"
-        "  segexport --model regseg --backend tensorrt --fp16 --print-trtexec --trt-version 8.2",
+    p = make_parser(
+        "segexport",
+        "Export a segmentation model to a verified ONNX file and build an engine for this "
+        "machine: TensorRT where TensorRT and a GPU are present; on a CPU ONNX Runtime (.ort), "
+        "or OpenVINO (.xml) when it is installed and measurably faster here.",
+        examples=(
+            "segexport --model regseg --res 512x1024 --out out/",
+            "segexport --model regseg --checkpoint cityscapes.pth --fp16",
+            "segexport --model regseg --backend tensorrt --fp16 --print-trtexec \\",
+            "          --trt-version 8.2",
+            "segexport --onnx my_model.onnx --classes names.txt --out out/",
+        ),
     )
-    add_version(p)
-    add_verbosity(p)
+    add_common_args(p, plugin=False)
     src = p.add_argument_group("what to export")
     src.add_argument(
         "--model",
@@ -144,13 +154,7 @@ def parser():
         metavar="0-5",
         help="TensorRT builder optimization level (TensorRT 8.6+)",
     )
-    e.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="LIB.so",
-        help="TensorRT plugin library to load (repeatable)",
-    )
+    add_plugin(e)
     e.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads of the engine")
     s = p.add_argument_group("serving (uint8 frames into the graph, Triton Inference Server)")
     s.add_argument(
@@ -198,8 +202,9 @@ def parser():
     )
     b = p.add_argument_group(
         "bring-your-own model",
-        "  pre-processing and classes of --model file.py:factory or --onnx (they override\n"
-        "  a zoo model's too); without them ImageNet RGB and class_N are assumed, and said so",
+        "pre-processing and classes of --model file.py:factory or --onnx (they\n"
+        "override a zoo model's too); without them ImageNet RGB and class_N are\n"
+        "assumed, and said so",
     )
     b.add_argument(
         "--factory-args",

@@ -60,6 +60,12 @@ def compare(ref_logits, ref_labels, cand_labels, cand_logits=None, num_classes=N
         "per_class_iou": [None if np.isnan(v) else round(float(v), 6) for v in iou],
         "min_class_iou": float(np.nanmin(iou)) if np.isfinite(iou).any() else None,
     }
+    # NaN or infinite logits make every other figure meaningless (argmax of NaN is class 0 on
+    # both sides: "100 % agreement"), so they are counted and fail the verdict.
+    figures["non_finite_logits"] = {
+        "reference": _non_finite(ref_logits),
+        "candidate": _non_finite(cand_logits),
+    }
     if cand_logits is not None and ref_logits is not None:
         err = np.abs(cand_logits.astype(np.float64) - ref_logits.astype(np.float64))
         scale = float(np.abs(ref_logits).max()) or 1.0
@@ -67,6 +73,12 @@ def compare(ref_logits, ref_labels, cand_labels, cand_logits=None, num_classes=N
         figures["max_rel_logit_error"] = float(err.max() / scale)
         figures["mean_abs_logit_error"] = float(err.mean())
     return figures
+
+
+def _non_finite(values):
+    if values is None or np.asarray(values).dtype.kind != "f":
+        return 0
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
 def merge(batches):
@@ -89,6 +101,10 @@ def merge(batches):
             out[key] = max(b[key] for b in batches)
     if all("mean_abs_logit_error" in b for b in batches):
         out["mean_abs_logit_error"] = float(np.mean([b["mean_abs_logit_error"] for b in batches]))
+    out["non_finite_logits"] = {
+        side: sum((b.get("non_finite_logits") or {}).get(side, 0) for b in batches)
+        for side in ("reference", "candidate")
+    }
     # per-class IoU: the worst over inputs for each class
     classes = len(batches[0]["per_class_iou"])
     out["per_class_iou"] = [
@@ -102,8 +118,22 @@ def merge(batches):
 
 
 def verdict(figures, strict=True):
-    """'' if the figures pass the FP32 thresholds, else the reason."""
+    """'' if the figures pass the FP32 thresholds, else the reason. A non-finite number
+    anywhere (NaN logits, a NaN error) fails, whatever the agreement says."""
     reasons = []
+    bad = figures.get("non_finite_logits") or {}
+    for side, who in (("reference", "PyTorch"), ("candidate", "the graph")):
+        if bad.get(side):
+            reasons.append(
+                "{} returned {} NaN or infinite logits (are the weights finite?)".format(
+                    who, bad[side]
+                )
+            )
+    nan_figures = sorted(k for k, v in figures.items() if _is_non_finite(v))
+    if nan_figures:
+        reasons.append("non-finite " + ", ".join(nan_figures))
+    if reasons:
+        return "; ".join(reasons)
     if figures["label_agreement"] < MIN_LABEL_AGREEMENT:
         reasons.append(
             "label agreement {:.4%} < {:.1%}".format(
@@ -114,6 +144,12 @@ def verdict(figures, strict=True):
     if rel is not None and rel > MAX_RELATIVE_LOGIT_ERROR:
         reasons.append("relative logit error {:.2e} > {:.0e}".format(rel, MAX_RELATIVE_LOGIT_ERROR))
     return "; ".join(reasons)
+
+
+def _is_non_finite(value):
+    if isinstance(value, (list, tuple)):
+        return any(_is_non_finite(v) for v in value)
+    return isinstance(value, float) and not np.isfinite(value)
 
 
 def _session(model_proto, expose_logits):

@@ -69,25 +69,33 @@ def test_progress_estimates_up_front_and_prints_plain_lines_off_a_terminal(monke
     assert "about 22 min 30 s left" in lines[0]
     assert "1000/1000" in lines[-1] and "left" not in lines[-1]
     assert p.summary().startswith("1 of 2 runs finished")
-    # a short run: the estimate without the fast form, and no progress lines
+    # a short run: no estimate, no progress lines
     stream2 = io.StringIO()
     q = progress.Progress(stream=stream2, clock=_Clock())
     q.start("run")
     q.estimate(0.001, 50)
     for done in range(1, 51):
         q(done)
-    assert len(stream2.getvalue().splitlines()) == 1
-    assert "--iters" not in stream2.getvalue()
+    assert stream2.getvalue() == ""
+    # a run of 20 s: the estimate without the fast form
+    q.start("medium")
+    q.estimate(0.2, 100)
+    assert "about 20 s" in stream2.getvalue() and "--iters" not in stream2.getvalue()
     # interrupted halfway: what was done
-    q.start("second")
-    q.estimate(0.001, 50)
-    q(20)
-    assert q.summary() == (
-        "1 of 1 run finished (second stopped at 20/50 iterations); no results were written"
+    r = progress.Progress(runs=2, stream=io.StringIO(), clock=_Clock())
+    r.start("first")
+    r.estimate(0.001, 50)
+    r(50)
+    r.start("second")
+    r.estimate(0.001, 50)
+    r(20)
+    assert r.summary() == (
+        "1 of 2 runs finished (second stopped at 20/50 iterations); no results were written"
     )
 
 
-def test_segbench_prints_the_estimate_on_stderr_and_not_under_quiet(onnx_file, capsys):
+def test_segbench_prints_the_estimate_on_stderr_and_not_under_quiet(onnx_file, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "ESTIMATE_FROM_S", 0.0)  # announce even this short run
     assert cli.main(["--engine", onnx_file] + FAST) == 0
     err = capsys.readouterr().err
     assert "3 timed iterations at ~" in err and "(timed in the warm-up)" in err
