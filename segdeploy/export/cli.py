@@ -122,7 +122,15 @@ def parser():
     v.add_argument("--images", help="directory of real images to verify on, besides random ones")
     v.add_argument("--verify-inputs", type=int, default=3, help="random inputs (default 3)")
     e = p.add_argument_group("engine")
-    e.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
+    e.add_argument(
+        "--backend",
+        choices=("auto", "onnxruntime", "openvino", "tensorrt"),
+        default="auto",
+        help="auto (default): TensorRT with a GPU; on a CPU ONNX Runtime (NAME.ort), and with "
+        "OpenVINO installed also its IR (NAME.xml) when timing shows it clearly faster; "
+        "onnxruntime: NAME.ort; openvino: NAME.xml; tensorrt: NAME.plan (with --print-trtexec: "
+        "the trtexec line for the device, no TensorRT needed)",
+    )
     e.add_argument(
         "--print-trtexec",
         action="store_true",

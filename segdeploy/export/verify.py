@@ -230,6 +230,41 @@ def normalize(rgb_frame, card):
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
 
 
+def to_uint8_frame(x, card):
+    """A normalized float32 1 x 3 x H x W input (what ``normalize`` makes) back to the frame a
+    ``segexport --input uint8`` graph of ``card`` takes: uint8 1 x H x W x 3 in its order (BGR)."""
+    if x.dtype == np.uint8:
+        return x
+    cin = card["input"]
+    hwc = x[0].transpose(1, 2, 0) * np.asarray(cin["std"], np.float32)
+    hwc = (hwc + np.asarray(cin["mean"], np.float32)) / np.float32(cin["scale"])
+    model_order = str(cin.get("model_channel_order", cin["channel_order"])).upper()
+    if model_order != str(cin["channel_order"]).upper():
+        hwc = hwc[:, :, ::-1]  # the model's RGB -> the frame's BGR
+    return np.ascontiguousarray(np.clip(np.rint(hwc), 0, 255).astype(np.uint8)[None])
+
+
+def float_view(card):
+    """The card a float32 N x 3 x H x W input of the model is normalized by: ``card`` itself, or
+    for a ``--input uint8`` card the model's own channel order (its frames come in BGR)."""
+    cin = card["input"]
+    if "model_channel_order" not in cin:
+        return card
+    out = dict(card)
+    out["input"] = dict(cin, channel_order=cin["model_channel_order"])
+    return out
+
+
+def graph_inputs(inputs, card):
+    """``inputs`` (normalized float32, in the model's channel order: see ``float_view``) as the
+    graph of ``card`` takes them: as they are, or uint8 frames."""
+    from ..card import takes_uint8_frames
+
+    if takes_uint8_frames(card):
+        return [to_uint8_frame(x, card) for x in inputs]
+    return inputs
+
+
 def image_inputs(directory, card, limit=8):
     """Up to ``limit`` images from ``directory``, resized to the card's size and normalized."""
     import glob
