@@ -87,3 +87,18 @@ def test_conventions_are_written_down():
     section = design.split("## Command-line conventions", 1)[1].split("\n## ", 1)[0]
     for term in ("--version", "-v", "-q", "--plugin", "80 columns", "epilog", "_cli"):
         assert term in section, term
+
+
+def test_segbuild_old_spellings_still_work_out_of_the_help():
+    from segdeploy._cli import verbosity
+    from segdeploy.engines.build_cli import build_parser
+
+    parse = build_parser().parse_args
+    args = parse(["m.onnx", "--plugins", "a.so", "--plugin", "b.so"])
+    assert args.plugin == ["a.so", "b.so"]  # --plugins: segbuild's old spelling, same list
+    args = parse(["--adopt", "m.plan", "--onnx", "m.onnx"])
+    assert args.onnx_for_adopt == "m.onnx" and args.onnx is None
+    args = parse(["--adopt", "m.plan", "m.onnx"])  # the positional, as the help says
+    assert args.onnx == "m.onnx"
+    assert parse(["m.onnx", "--trt-verbose"]).trt_verbose
+    assert verbosity(parse(["m.onnx", "-vv"])) == 2  # -vv also turns on TensorRT's log

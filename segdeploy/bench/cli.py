@@ -43,6 +43,12 @@ def build_parser():
         ),
     )
     add_common_args(parser, plugin=False)
+    # the one-of group is longer than a line: argparse would not wrap it
+    parser.usage = (
+        "%(prog)s --engine FILE|URL [--engine FILE ...] [options]\n"
+        "       %(prog)s --model NAME [--backends LIST] [--res LIST] [options]\n"
+        "       %(prog)s --zoo | --blocks | --head [C:STRIDE] [options]"
+    )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--engine",
