@@ -108,13 +108,23 @@ def _agreement(path, setup):
 def check_artifacts(report, setup):
     """Every engine file the export lists opens in Runtime and agrees with the FP32 graph."""
     checked = []
-    for key, path in sorted(report["artifacts"].items()):
+    paths = sorted(report["artifacts"].items())
+    triton = report["artifacts"].get("triton")
+    if triton:  # the model file inside the Triton repository opens like the others
+        for folder, _, names in os.walk(triton):
+            paths += [("triton", os.path.join(folder, n)) for n in names if n.endswith(".onnx")]
+        assert any(key == "triton" for key, _ in paths[-1:]), triton
+    for key, path in paths:
         if not isinstance(path, str) or not path.endswith((".onnx", ".ort", ".xml")):
             continue
         precision, agree = _agreement(path, setup)
         need = AGREEMENT.get(precision.split("+")[0], AGREEMENT["int8"])
         assert agree >= need, (key, path, precision, agree)
-        checked.append("{} {:.1%}".format(os.path.basename(path), agree))
+        if key == "triton":
+            shown = os.path.relpath(path, os.path.dirname(triton))
+        else:
+            shown = os.path.basename(path)
+        checked.append("{} {:.1%}".format(shown, agree))
     return checked
 
 
