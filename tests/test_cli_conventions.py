@@ -11,8 +11,9 @@ import pytest
 import segdeploy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Commands that never open or build a TensorRT engine, so a plugin library means nothing to them.
-NO_ENGINE = {"segcomplexity"}
+# Commands without --plugin: segcomplexity opens no engine, segserve serves through Triton's own
+# backends, segdeploy-check builds and loads the plugin libraries it checks itself.
+NO_ENGINE = {"segcomplexity", "segserve", "segdeploy-check"}
 
 
 def console_scripts():
