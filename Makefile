@@ -62,7 +62,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check segdeploy tests scripts
 	$(BIN)/vermin -q --no-tips -t=3.6- --violations segdeploy/engines segdeploy/runtime segdeploy/bench \
 		segdeploy/__init__.py segdeploy/_version.py segdeploy/errors.py segdeploy/card.py segdeploy/_io.py segdeploy/_deps.py \
-		segdeploy/datasets.py segdeploy/eval segdeploy/samples.py segdeploy/_cli.py segdeploy/manifest.py segdeploy/plugins segdeploy/export/dblock.py \
+		segdeploy/datasets.py segdeploy/eval segdeploy/samples.py segdeploy/_cli.py segdeploy/_native.py segdeploy/manifest.py segdeploy/plugins segdeploy/export/dblock.py \
 		segdeploy/serve segdeploy/check tests/device
 
 # pip 21.3.1 is the last pip for 3.6; `pip install .` (not editable) is what a device does.

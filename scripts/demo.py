@@ -97,8 +97,10 @@ def main(argv=None):
         labels = runtime.infer(frame)
         colour = runtime.colorize(labels)
         overlay = runtime.overlay(frame, labels, 0.5)
-    for name, image in (("frame.png", frame), ("labels.png", colour), ("overlay.png", overlay)):
-        cv2.imwrite(os.path.join(args.out, name), image)
+    # beside the engine, where segexport's `Next:` lines (printed above) read frame.png
+    images = (("frame.png", frame), ("labels.png", colour), ("overlay.png", overlay))
+    for name, image in images:
+        cv2.imwrite(os.path.join(export_dir, name), image)
     print(
         "frame {} -> label map {} {} with {} classes present".format(
             frame.shape, labels.shape, labels.dtype, len(set(labels.ravel().tolist()))
@@ -106,7 +108,7 @@ def main(argv=None):
     )
     steps_done.append(
         "segmented a sample frame: {}".format(
-            ", ".join(os.path.join(args.out, n) for n in ("frame.png", "labels.png", "overlay.png"))
+            ", ".join(os.path.join(export_dir, name) for name, _ in images)
         )
     )
 

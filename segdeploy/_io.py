@@ -118,9 +118,43 @@ def write_json(path, obj):
     write_bytes(path, text.encode("utf-8"))
 
 
-def read_json(path):
-    with open(path, "r", encoding="utf-8") as f:
-        return json.load(f)
+def read_json(path, what="JSON file"):
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        from .errors import SegDeployError
+
+        raise SegDeployError("{} {} is not valid JSON: {}".format(what, path, exc)) from None
+
+
+MAX_TEXT_BYTES = 16 << 20
+
+
+def read_text(path, what="text file", error=None, limit=MAX_TEXT_BYTES):
+    """The text of a file a user hands in (a classes list, a sidecar), decoded as UTF-8 (a BOM
+    is dropped). Anything else is ``error`` (default SegDeployError) in one line: unreadable,
+    too large, or not UTF-8, naming the byte where decoding failed."""
+    from .errors import SegDeployError
+
+    error = error or SegDeployError
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise error("cannot read {} {}: {}".format(what, path, exc.strerror or exc)) from None
+    if len(data) > limit:
+        raise error(
+            "{} {} is larger than {} MiB; is it the right file?".format(what, path, limit >> 20)
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(
+            "{} {} is not UTF-8 text (byte {} is 0x{:02x}); save it as UTF-8".format(
+                what, path, exc.start, data[exc.start]
+            )
+        ) from None
 
 
 def _json_default(obj):

@@ -362,9 +362,7 @@ def read_sidecar(engine_path):
     if not os.path.isfile(path):
         hint = "re-run segexport or segbuild, which write both"
         if os.fspath(engine_path).endswith((".plan", ".engine")):
-            hint += "; for a plan trtexec built: segbuild --adopt {} --onnx MODEL.onnx".format(
-                engine_path
-            )
+            hint += "; for a plan trtexec built: segbuild --adopt {} MODEL.onnx".format(engine_path)
         raise EngineError(
             "{} has no model card next to it ({} is missing); {}".format(engine_path, path, hint)
         )

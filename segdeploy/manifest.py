@@ -249,14 +249,33 @@ class Staging(object):
                 os.replace(self.join(MANIFEST_NAME), self.final(MANIFEST_NAME))
             except OSError as exc:
                 raise _io.output_error(self.out_dir, exc, "export into") from None
-            for name in old:
-                if name not in report["manifest"]["files"] and _plain_name(name):
-                    try:
-                        os.remove(self.final(name))
-                    except OSError:
-                        pass
+            _remove_replaced(self.out_dir, old, list(names) + [MANIFEST_NAME])
         self.discard()
         return report
+
+
+def _remove_replaced(folder, old_names, written):
+    """Remove the previous export's files that this one did not write. Never one it wrote: an
+    old manifest may list anything (``report.json`` itself, a name that reaches a written file
+    on a case-insensitive file system or through a link)."""
+    written_paths = [os.path.join(folder, name) for name in written]
+    for name in old_names:
+        if name in written or not _plain_name(name):
+            continue
+        path = os.path.join(folder, name)
+        if any(_same_file(path, other) for other in written_paths):
+            continue
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is not there: not the same file
+        return False
 
 
 def _plain_name(name):

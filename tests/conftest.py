@@ -52,3 +52,14 @@ def _limit_threads():
     # Tests run on 2 cores; keep intra-op threads bounded and deterministic.
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     yield
+
+
+def pytest_terminal_summary(terminalreporter):
+    # tests/export/test_combinations.py: what each row of the all-pairs design did
+    import sys
+
+    design = sys.modules.get("combination_support")
+    if design is not None and design.TABLE:
+        terminalreporter.section("segexport combinations (all pairs)")
+        for line in design.format_table():
+            terminalreporter.write_line(line)

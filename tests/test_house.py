@@ -23,6 +23,7 @@ FLOORS = {
     "_io": 0,
     "_deps": 0,
     "_cli": 0,
+    "_native": 0,  # native libraries' stderr kept from the user (segpredict, segeval)
     "card": 0,
     "manifest": 0,
     "datasets": 0,

@@ -7,12 +7,19 @@
 Python 3.6 compatible; backends are imported when their engine is opened.
 """
 
-import argparse
 import shutil
 import sys
 import tempfile
 
-from .._cli import QUIET, Printer, add_verbosity, add_version, run_main, verbosity
+from .._cli import (
+    QUIET,
+    Printer,
+    add_common_args,
+    add_plugin,
+    make_parser,
+    run_main,
+    verbosity,
+)
 from ..engines.profiles import parse_resolutions
 from ..errors import SegDeployError
 from . import protocols, report
@@ -22,16 +29,32 @@ from .memory import EngineMemory
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="segbench", description="Time segmentation engines under the papers' protocols."
+    parser = make_parser(
+        "segbench",
+        "Time segmentation engines under the papers' protocols: an engine file, a model on a "
+        "Triton server, or a zoo model swept over backends and resolutions.",
+        examples=(
+            "segbench --engine out/regseg.ort --res 1024x2048 --protocol swiftnet",
+            "segbench --engine out/regseg.ort --iters 20     # a quick figure",
+            "segbench --engine out/regseg.onnx --precisions fp32,bf16,int8",
+            "segbench --engine a.ort --engine b.xml --json bench.json",
+            "segbench --engine grpc://127.0.0.1:8001/regseg --concurrency 1,4,8",
+            "segbench --model regseg --backends torch,onnxruntime --res 512x1024,1024x2048",
+        ),
     )
-    add_version(parser)
-    add_verbosity(parser)
+    add_common_args(parser, plugin=False)
+    # the one-of group is longer than a line: argparse would not wrap it
+    parser.usage = (
+        "%(prog)s --engine FILE|URL [--engine FILE ...] [options]\n"
+        "       %(prog)s --model NAME [--backends LIST] [--res LIST] [options]\n"
+        "       %(prog)s --zoo | --blocks | --head [C:STRIDE] [options]"
+    )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument(
         "--engine",
         action="append",
-        help="engine file (.onnx, .ort, .plan, .engine, .pt2); repeat to compare several",
+        help="engine file (.onnx, .ort, .xml, .plan, .engine, .pt2) or a model on a Triton "
+        "server (grpc://HOST:8001/NAME, http://HOST:8000/NAME); repeat to compare files",
     )
     what.add_argument("--model", help="zoo model name, swept over --backends and --res")
     what.add_argument(
@@ -96,7 +119,12 @@ def build_parser():
         help="timing protocol (default: regseg)",
     )
     parser.add_argument("--warmup", type=int, help="override the protocol's warm-up count")
-    parser.add_argument("--iters", type=int, help="override the protocol's timed iterations")
+    parser.add_argument(
+        "--iters",
+        type=int,
+        help="override the protocol's timed iterations (swiftnet: 1000; 20 gives a quick "
+        "figure with a wider spread)",
+    )
     parser.add_argument("--device", help="cpu, cuda[:N] (default: the backend's choice)")
     parser.add_argument("--threads", type=int, help="intra-op threads of the backend")
     parser.add_argument(
@@ -108,7 +136,11 @@ def build_parser():
     parser.add_argument("--csv", help="write one CSV row per run")
     parser.add_argument("--plot", help="write a PNG of latency against resolution")
     parser.add_argument("--plot-metric", choices=("latency", "fps"), default="latency")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (on a terminal) or progress lines (elsewhere)",
+    )
     trust = parser.add_argument_group("code from files (off unless asked for)")
     trust.add_argument(
         "--unsafe-pickle",
@@ -116,12 +148,9 @@ def build_parser():
         help="allow a .pt2 --engine and --checkpoint files that pickle Python objects; loading "
         "them can run code stored in them: only for files you trust",
     )
-    trust.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="LIB.so",
-        help="TensorRT plugin library to load (repeatable): for --engine plans built with it "
+    add_plugin(
+        trust,
+        "TensorRT plugin library to load (repeatable): for --engine plans built with it "
         "(e.g. NAME.dblock.plan), loaded after the engine's fingerprint check, and for --blocks "
         "on tensorrt (the DBlockConv plugin); the only libraries ever loaded",
     )
@@ -141,38 +170,6 @@ def build_parser():
         help="send frames and label maps through shared memory (server on this host)",
     )
     return parser
-
-
-class _Progress(object):
-    """tqdm when installed (on stderr), else nothing: the table is the output that matters."""
-
-    def __init__(self, total, enabled):
-        self._bar = None
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                # disable=None: no bar when stderr is not a terminal (CI logs, make output)
-                self._bar = tqdm(total=total, unit="it", file=sys.stderr, leave=False, disable=None)
-            except ImportError:
-                self._bar = None
-        self._base = 0
-        self._last = 0
-
-    def start(self, label):
-        self._base += self._last
-        self._last = 0
-        if self._bar is not None:
-            self._bar.set_description(label)
-
-    def __call__(self, done):
-        if self._bar is not None:
-            self._bar.update(done - self._last)
-        self._last = done
-
-    def close(self):
-        if self._bar is not None:
-            self._bar.close()
 
 
 def _engine_complexity(card, height, width):
@@ -225,6 +222,7 @@ def _bench_model(args, protocol, progress):
                     fold_bn=protocol.fold_bn,
                     probe=probe,
                 )
+                probe.opened()  # the "once opened" figure: growth from opening alone
                 try:
                     progress.start("{} {}x{}".format(backend, height, width))
                     records.append(
@@ -341,14 +339,21 @@ def _print_records(out, records):
 
 
 def main(argv=None):
+    from ..manifest import terminate_as_interrupt
+    from .progress import Progress
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_main(
-        "segbench", lambda: _main(args, argv), "no results were written", first_line=True
-    )
+    progress = Progress(bar=False, notes=False)
+
+    def body():
+        with terminate_as_interrupt():  # SIGTERM: the same one line as Ctrl-C, exit 143
+            return _main(args, progress, argv)
+
+    return run_main("segbench", body, progress.summary, first_line=True, signal_exit=True)
 
 
-def _main(args, argv=None):
+def _main(args, progress, argv=None):
     check_arguments(args)
     if args.zoo:
         return _zoo(args)
@@ -376,7 +381,8 @@ def _main(args, argv=None):
     sizes = max(1, len(str(args.res or "x").split(",")))
     runs = sizes * (len(args.engine) if args.engine else max(1, len(str(args.backends).split(","))))
     level = verbosity(args)
-    progress = _Progress(runs * (protocol.iters), not args.no_progress and level > QUIET)
+    progress.runs = runs
+    progress.enable(bar=not args.no_progress and level > QUIET, notes=level > QUIET)
     try:
         if args.precisions:
             from .precisions import format_precision_table, run_precisions
@@ -385,7 +391,7 @@ def _main(args, argv=None):
                 raise SegDeployError("--precisions needs one --engine NAME.onnx")
             args.engine = args.engine[0]
             args.backends_given = "--backends" in " ".join(argv or sys.argv[1:])
-            records = run_precisions(args, protocol, progress, run_protocol)
+            records = run_precisions(args, protocol, progress, run_protocol, _engine_complexity)
             print(format_precision_table(records))
         elif args.engine:
             records = _bench_engine(args, protocol, progress)

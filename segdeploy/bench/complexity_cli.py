@@ -3,10 +3,9 @@
 ``segcomplexity`` and ``segbench --zoo`` print it; ``complexity_rows`` gives the records.
 """
 
-import argparse
 import sys
 
-from .._cli import add_version, run_main
+from .._cli import QUIET, add_common_args, make_parser, run_main, verbosity
 
 
 def _parse_res(text):
@@ -157,14 +156,35 @@ def zoo_table(res="1024x2048", names=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="segcomplexity", description=__doc__)
-    add_version(parser)
+    parser = make_parser(
+        "segcomplexity",
+        "Print the parameters and multiply-adds of zoo models at an input size, beside the "
+        "figures their papers give at that size.",
+        examples=(
+            "segcomplexity                        # every full zoo model at 1024x2048",
+            "segcomplexity --model regseg --model swiftnet --res 512x1024",
+        ),
+    )
+    add_common_args(parser, plugin=False)  # counts a PyTorch model: no engine, no plugin
     parser.add_argument(
         "--model", action="append", help="zoo model (repeatable; default: every non-tiny model)"
     )
     parser.add_argument("--res", default="1024x2048", help="input HEIGHTxWIDTH (default 1024x2048)")
     args = parser.parse_args(argv)
-    return run_main(parser.prog, lambda: print(zoo_table(args.res, args.model)[1]), "no table")
+
+    def body():
+        text = zoo_table(args.res, args.model)[1]
+        if verbosity(args) == QUIET:  # the table alone: no heading, no sources
+            text = "\n".join(text.splitlines()[1 : 2 + len(args.model or _full_models())])
+        print(text)
+
+    return run_main(parser.prog, body, "no table")
+
+
+def _full_models():
+    from ..models import list_models
+
+    return list_models(include_tiny=False)
 
 
 if __name__ == "__main__":

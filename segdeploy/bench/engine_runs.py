@@ -22,9 +22,9 @@ def engine_paths(args):
     paths = list(args.engine) if isinstance(args.engine, (list, tuple)) else [args.engine]
     for path in paths:
         if not os.path.isfile(path) and os.path.splitext(path)[1]:
-            from .._io import missing_file
+            from ..runtime.backend import missing_engine
 
-            raise SegDeployError(missing_file(path, "engine file"))
+            raise SegDeployError(missing_engine(path))
     return paths
 
 

@@ -161,9 +161,14 @@ def run(
         engine.cudnn_benchmark = protocol.cudnn_benchmark
     step, scope = _make_step(engine, protocol, height, width, frame_hw)
     sync = getattr(engine, "synchronize", None) or (lambda: None)
+    estimate = getattr(progress, "estimate", None)  # the run's length, said up front
+    warm_start = time.perf_counter()
     for _ in range(protocol.warmup):
         step()
     sync()
+    if estimate is not None and protocol.warmup:
+        estimate((time.perf_counter() - warm_start) / protocol.warmup, protocol.iters)
+        estimate = None
     if hasattr(engine, "reset_peak_memory"):
         engine.reset_peak_memory()
     samples = []
@@ -174,6 +179,9 @@ def run(
         if protocol.sync == "iteration":
             sync()
         samples.append((time.perf_counter() - start) * 1e3)
+        if estimate is not None:  # no warm-up: the first timed iteration says it
+            estimate(samples[0] / 1e3, protocol.iters)
+            estimate = None
         if progress is not None:
             progress(i + 1)
     sync()

@@ -71,7 +71,7 @@ def variants(engine_path, precisions, backends=None):
     return out, notes
 
 
-def run_precisions(args, protocol, progress, run_protocol):
+def run_precisions(args, protocol, progress, run_protocol, complexity=None):
     """Time every variant under ``protocol``; records carry precision and agreement."""
     from ..runtime.runtime import Runtime
     from .frames import street_scene
@@ -90,7 +90,10 @@ def run_precisions(args, protocol, progress, run_protocol):
     frames = [street_scene(h, w, 900 + i) for i in range(AGREEMENT_FRAMES)]
     ref_labels = [reference.infer(f).copy() for f in frames]
     classes = len(set(int(c) for r in ref_labels for c in np.unique(r)))
+    card = reference.card
     reference.close()
+    # params and multiply-adds of the zoo model the graph came from (None, None: unknown)
+    params, macs = complexity(card, h, w) if complexity is not None else (None, None)
     records = []
     for backend, precision, source, extra in todo:
         opts = dict(options, **extra)
@@ -104,10 +107,20 @@ def run_precisions(args, protocol, progress, run_protocol):
                 np.mean([(runtime.infer(f) == r).mean() for f, r in zip(frames, ref_labels)])
             )
             progress.start("{} {}".format(backend, precision))
-            record = run_protocol(runtime.engine, protocol, h, w, progress=progress, peak_cache={})
+            record = run_protocol(
+                runtime.engine,
+                protocol,
+                h,
+                w,
+                params=params,
+                macs=macs,
+                progress=progress,
+                peak_cache={},
+            )
         finally:
             runtime.close()
         record["precision"] = precision
+        record["engine"] = {"path": source, "backend": backend, "precision": precision}
         record["engine_file"] = source
         record["agreement_vs_fp32"] = agree
         record["agreement_frames"] = AGREEMENT_FRAMES

@@ -58,9 +58,12 @@ def _pct(fraction):
 
 def describe_memory(mem):
     """The memory line of a run: the engine's own figures, the process peak beside them."""
-    text = "  memory:   engine {} MiB ({}; {} MiB once opened)".format(
-        _fmt(mem.get("peak_mb"), "{:.0f}"), mem.get("kind", "?"), _fmt(mem.get("open_mb"), "{:.0f}")
+    text = "  memory:   engine {} MiB ({}".format(
+        _fmt(mem.get("peak_mb"), "{:.0f}"), mem.get("kind", "?")
     )
+    if mem.get("open_mb") is not None:  # known where the probe started before opening
+        text += "; {} MiB once opened".format(_fmt(mem["open_mb"], "{:.0f}"))
+    text += ")"
     if mem.get("device_mb") is not None:
         text += "; device {} MiB ({})".format(
             _fmt(mem["device_mb"], "{:.0f}"), mem.get("device_kind", "device")
@@ -73,10 +76,11 @@ def describe_memory(mem):
 def format_run(rec):
     """A text block for one record."""
     lat = rec["latency_ms"]
+    precision = _precision(rec)
     lines = [
         "{} / {} / protocol {} at {}x{} (batch {}, {} warm-up, {} timed)".format(
             rec["model"],
-            rec["backend"],
+            rec["backend"] + (" " + precision if precision else ""),
             rec["protocol"],
             rec["resolution"][0],
             rec["resolution"][1],
@@ -106,22 +110,30 @@ def format_run(rec):
             if rec["protocol"] == "swiftnet"
             else "",
         ),
-        "  model:    {} params, {} multiply-adds".format(
-            _count(rec["params"]), _count(rec["macs"])
-        ),
-        describe_memory(rec["memory"]),
-        "  floor:    {} ms at {} GFLOP/s ({}); median reaches {} of it".format(
-            _fmt(rec["floor_ms"]),
-            _fmt(rec["peak_gflops"], "{:.0f}"),
-            rec["peak_source"],
-            _fmt(None if rec["floor_share"] is None else 100 * rec["floor_share"], "{:.0f} %"),
+    ]
+    if rec["params"] is not None or rec["macs"] is not None:  # unknown: no line of dashes
+        lines.append(
+            "  model:    {} params, {} multiply-adds".format(
+                _count(rec["params"]), _count(rec["macs"])
+            )
         )
-        + (
-            " (over 100 %: the peak was measured during a slow phase of the host; re-run on a "
-            "quiet machine)"
-            if (rec["floor_share"] or 0) > 1.0
-            else ""
-        ),
+    lines.append(describe_memory(rec["memory"]))
+    if rec["floor_ms"] is not None:
+        lines.append(
+            "  floor:    {} ms at {} GFLOP/s ({}); median reaches {} of it".format(
+                _fmt(rec["floor_ms"]),
+                _fmt(rec["peak_gflops"], "{:.0f}"),
+                rec["peak_source"],
+                _fmt(None if rec["floor_share"] is None else 100 * rec["floor_share"], "{:.0f} %"),
+            )
+            + (
+                " (over 100 %: the peak was measured during a slow phase of the host; re-run on "
+                "a quiet machine)"
+                if (rec["floor_share"] or 0) > 1.0
+                else ""
+            )
+        )
+    lines += [
         "  versions: {}".format(
             ", ".join(
                 "{} {}".format(k, v)
@@ -139,14 +151,30 @@ def _engine_path(rec):
     return (rec.get("engine") or {}).get("path")
 
 
+def _precision(rec):
+    """The precision a record ran at (``--precisions`` sets it; an engine's card says it)."""
+    return rec.get("precision") or (rec.get("engine") or {}).get("precision")
+
+
 def _column_name(rec, records):
+    """What tells this record apart from the others: its file where each file ran once per
+    size and protocol, else its backend and precision (an .onnx in two backends and at two
+    precisions), then its size and protocol where those differ."""
     names = []
-    if len({_engine_path(r) for r in records}) > 1 and _engine_path(rec):
+
+    def varies(key):
+        return len({key(r) for r in records}) > 1
+
+    runs = {(_engine_path(r), tuple(r["resolution"]), r["protocol"]) for r in records}
+    if varies(_engine_path) and _engine_path(rec) and len(runs) == len(records):
         import os
 
         names.append(os.path.basename(_engine_path(rec)))  # several engine files: by file
-    elif len({r["backend"] for r in records}) > 1:
-        names.append(rec["backend"])
+    else:
+        if varies(lambda r: r["backend"]):
+            names.append(rec["backend"])
+        if varies(_precision) and _precision(rec):
+            names.append(_precision(rec))
     if len({tuple(r["resolution"]) for r in records}) > 1:
         names.append("{}x{}".format(*rec["resolution"]))
     if len({r["protocol"] for r in records}) > 1:
@@ -209,7 +237,8 @@ def format_table(records):
     )
     rows.append(("FPS", [_fmt(r["fps"], "{:.1f}") for r in records]))
     rows.append(("speed-up (median)", [_fmt(x, "{:.2f}x") for x in speedups(records)]))
-    rows.append(("multiply-adds", [_count(r["macs"]) for r in records]))
+    if any(r["macs"] is not None for r in records):
+        rows.append(("multiply-adds", [_count(r["macs"]) for r in records]))
     rows.append(("engine memory MiB", [_fmt(r["memory"]["peak_mb"], "{:.0f}") for r in records]))
     if any(r["memory"].get("device_mb") is not None for r in records):
         rows.append(
@@ -218,15 +247,16 @@ def format_table(records):
                 [_fmt(r["memory"].get("device_mb"), "{:.0f}") for r in records],
             )
         )
-    rows.append(
-        (
-            "floor share",
-            [
-                _fmt(None if r["floor_share"] is None else 100 * r["floor_share"], "{:.0f} %")
-                for r in records
-            ],
+    if any(r["floor_share"] is not None for r in records):
+        rows.append(
+            (
+                "floor share",
+                [
+                    _fmt(None if r["floor_share"] is None else 100 * r["floor_share"], "{:.0f} %")
+                    for r in records
+                ],
+            )
         )
-    )
     width0 = max(len(label) for label, _ in rows)
     widths = [max(len(cells[i]) for _, cells in rows) for i in range(len(records))]
     lines = []

@@ -18,13 +18,12 @@ device's recommended precision and runs fewer iterations; the full run takes < 1
 Python 3.6 compatible.
 """
 
-import argparse
 import os
 import sys
 import time
 
 from .. import _io
-from .._cli import add_version, run_main
+from .._cli import QUIET, add_common_args, make_parser, run_main, verbosity
 from ..errors import SegDeployError
 from . import engine_steps, gpu_steps, probe, report
 from .runner import FAILED, OK, Context, Step, run_steps
@@ -202,14 +201,18 @@ def run_check(out_dir, quick=False, stream=None, command=None, step_list=None, *
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Run the device's first contact (environment, engines, parity, benchmarks, "
-        "the D-block kernel and plugin, Triton) and write one JSON + Markdown report.",
-        epilog="Exit code 0 when every step that could run passed (skipped steps are not "
+    parser = make_parser(
+        PROG,
+        "Run the device's first contact (environment, engines, parity, benchmarks, the D-block "
+        "kernel and plugin, Triton) and write one JSON + Markdown report.",
+        examples=(
+            "segdeploy-check --quick                 # the short form",
+            "segdeploy-check --onnx out/regseg.onnx --triton grpc://localhost:8001",
+        ),
+        notes="Exit code 0 when every step that could run passed (skipped steps are not\n"
         "failures), 1 when any step failed, 2 for a usage mistake.",
     )
-    add_version(parser)
+    add_common_args(parser, plugin=False)  # it builds the plugin libraries it loads itself
     parser.add_argument("--out", default="check-report", help="report directory (%(default)s)")
     parser.add_argument("--quick", action="store_true", help="the short form (< 3 min on a T4)")
     parser.add_argument(
@@ -246,16 +249,13 @@ def main(argv=None):
             if path and not os.path.isfile(path):
                 raise SegDeployError("--{} {} does not exist".format(name.replace("_", "-"), path))
         command = " ".join([PROG] + list(sys.argv[1:] if argv is None else argv))
-        doc = run_check(
-            args.out,
-            quick=args.quick,
-            command=command,
-            onnx=args.onnx,
-            uint8_onnx=args.uint8_onnx,
-            model=args.model,
-            tensorrt_root=args.tensorrt_root,
-            triton=args.triton,
-        )
+        quiet = verbosity(args) == QUIET  # -q: the summary line alone
+        sink = open(os.devnull, "w") if quiet else None
+        try:
+            doc = _run(args, command, sink)
+        finally:
+            if sink is not None:
+                sink.close()
         counts = doc["summary"]
         sys.stdout.write(
             "{}: {} ok, {} failed, {} skipped in {:.0f} s; report: {}\n".format(
@@ -270,6 +270,20 @@ def main(argv=None):
         return doc["exit_code"]
 
     return run_main(PROG, body, "the report of the steps so far was not written")
+
+
+def _run(args, command, stream):
+    return run_check(
+        args.out,
+        stream=stream,
+        quick=args.quick,
+        command=command,
+        onnx=args.onnx,
+        uint8_onnx=args.uint8_onnx,
+        model=args.model,
+        tensorrt_root=args.tensorrt_root,
+        triton=args.triton,
+    )
 
 
 if __name__ == "__main__":

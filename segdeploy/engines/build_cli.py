@@ -1,9 +1,9 @@
 """segbuild: the device-side half of "host exports, device builds".
 
-    segbuild out/regseg.onnx --fp16 [--plugins LIB] [--workspace MIB] [--timing-cache FILE]
+    segbuild out/regseg.onnx --fp16 [--plugin LIB] [--workspace MIB] [--timing-cache FILE]
              [--dynamic MINHxMINW:MAXHxMAXW] [--out out/regseg.plan]
     segbuild out/regseg.onnx --fp16 --print-trtexec [--trt-version 8.2]
-    segbuild --adopt regseg.plan --onnx out/regseg.onnx        # a plan trtexec built
+    segbuild --adopt regseg.plan out/regseg.onnx        # a plan trtexec built
 
 It turns an ONNX file exported by ``segexport`` (on any host) and its model card into a TensorRT
 plan for the GPU it runs on, and writes the plan and its sidecar atomically. It imports neither
@@ -21,8 +21,7 @@ import argparse
 import os
 import sys
 
-from .._cli import run_main
-from .._version import __version__
+from .._cli import QUIET, add_common_args, add_plugin, make_parser, run_main, verbosity
 from ..errors import SegDeployError
 from .plan_build import (  # noqa: F401  (segbuild's functions, as callers knew them)
     DEFAULT_TENSORRT,
@@ -65,14 +64,11 @@ def _add_source_arguments(p):
     p.add_argument(
         "--adopt",
         metavar="PLAN",
-        help="write the sidecar for a plan trtexec built on this machine (needs --onnx)",
+        help="write the sidecar for a plan trtexec built on this machine from ONNX",
     )
-    p.add_argument(
-        "--onnx",
-        dest="onnx_for_adopt",
-        metavar="ONNX",
-        help="the ONNX --adopt's plan was built from",
-    )
+    # the ONNX file is the positional argument; --onnx (its old spelling with --adopt) stays
+    # accepted, out of the help
+    p.add_argument("--onnx", dest="onnx_for_adopt", metavar="ONNX", help=argparse.SUPPRESS)
 
 
 def _add_precision_arguments(p):
@@ -112,13 +108,9 @@ def _add_build_arguments(p):
         metavar="0-5",
         help="builder optimization level (8.6+)",
     )
-    g.add_argument(
-        "--plugins",
-        action="append",
-        default=[],
-        metavar="LIB",
-        help="plugin library to load (repeatable)",
-    )
+    add_plugin(g, "TensorRT plugin library the network needs (repeatable)")
+    # segbuild's old spelling, accepted out of the help
+    g.add_argument("--plugins", action="append", dest="plugin", help=argparse.SUPPRESS)
     g.add_argument(
         "--version-compatible",
         action="store_true",
@@ -128,13 +120,17 @@ def _add_build_arguments(p):
         "--hardware-compatible", action="store_true", help="plan for every Ampere+ GPU (8.6+)"
     )
     g.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
-    g.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
+    g.add_argument(
+        "--trt-verbose",
+        action="store_true",
+        help="TensorRT's own verbose log (also -vv)",
+    )
     g.add_argument(
         "--dblock-plugin",
         action="store_true",
         help="fuse the split-dilation D blocks into DBlockConv plugin nodes first (writes "
         "NAME.dblock.onnx; needs the onnx package) and build that graph; pass the plugin "
-        "library with --plugins",
+        "library with --plugin",
     )
     return g
 
@@ -156,18 +152,20 @@ def _add_trtexec_arguments(p):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="segbuild",
-        description="Build a TensorRT engine for this machine from an ONNX file exported by "
-        "segexport; writes the plan and its model card (sidecar) atomically.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  segbuild out/regseg.onnx --fp16 --timing-cache trt.cache\n"
-        "  segbuild out/regseg.onnx --fp16 --print-trtexec --trt-version 8.2\n"
-        "  segbuild out/regseg.int8.onnx          # INT8 (GTX 1080 Ti, T4; not the TX2)\n"
-        "  segbuild --adopt out/regseg.plan --onnx out/regseg.onnx",
+    p = make_parser(
+        "segbuild",
+        "Build a TensorRT engine for this machine from an ONNX file exported by segexport; "
+        "writes the plan and its model card (sidecar) atomically.",
+        examples=(
+            "segbuild out/regseg.onnx --fp16 --timing-cache trt.cache",
+            "segbuild out/regseg.onnx --fp16 --print-trtexec --trt-version 8.2",
+            "segbuild out/regseg.int8.onnx          # INT8 (GTX 1080 Ti, T4; not the TX2)",
+            "segbuild --adopt out/regseg.plan out/regseg.onnx   # a plan trtexec built",
+            "segbuild out/regseg.onnx --fp16 --dblock-plugin \\",
+            "         --plugin build/dblock/libdblock_plugin.so",
+        ),
     )
-    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    add_common_args(p, plugin=False)  # --plugin sits with the build options
     _add_source_arguments(p)
     _add_precision_arguments(p)
     _add_build_arguments(p)
@@ -178,7 +176,7 @@ def build_parser():
 def options_from_args(args, card):
     """The keyword arguments of ``build`` / ``trtexec_line`` for parsed ``args``."""
     options = {
-        "plugins": tuple(args.plugins),
+        "plugins": tuple(args.plugin or ()),
         "opt_level": args.opt_level,
         "timing_cache": args.timing_cache,
     }
@@ -193,17 +191,21 @@ def options_from_args(args, card):
 def _run(args, out=None):
     out = out or sys.stdout
     if args.adopt:
-        if not args.onnx_for_adopt:
-            raise SegDeployError("--adopt PLAN needs --onnx ONNX, the file the plan was built from")
+        source = args.onnx or args.onnx_for_adopt
+        if not source:
+            raise SegDeployError(
+                "--adopt PLAN needs the ONNX file the plan was built from: segbuild --adopt "
+                "{} out/regseg.onnx".format(args.adopt)
+            )
         adopt(
             args.adopt,
-            args.onnx_for_adopt,
+            source,
             precision="fp16" if args.fp16 else "fp32",
-            plugins=args.plugins,
+            plugins=args.plugin or [],
             version_compatible=args.version_compatible,
             device=args.device,
         )
-        return
+        return args.adopt
     onnx_path = args.onnx or args.onnx_for_adopt
     if not onnx_path:
         raise SegDeployError("give the ONNX file to build from: segbuild out/regseg.onnx")
@@ -232,20 +234,21 @@ def _run(args, out=None):
         device=args.device,
         version_compatible=args.version_compatible,
         hardware_compatible=args.hardware_compatible,
-        verbose=args.verbose,
+        verbose=args.trt_verbose or verbosity(args) >= 2,
     )
     if options.get("workspace_mib") is None:
         options.pop("workspace_mib", None)
     build(onnx_path, plan, card, precision, options)
+    return plan
 
 
 def _fuse_dblocks(onnx_path, args, out):
     """segbuild --dblock-plugin: the D-block graph (and its FP16-typed twin, when segexport
     wrote one) beside the standard graph; returns the graph to build from."""
-    if not args.plugins and not args.print_trtexec:
+    if not args.plugin and not args.print_trtexec:
         raise SegDeployError(
             "--dblock-plugin builds DBlockConv plugin layers: pass the plugin library with "
-            "--plugins build/dblock/libdblock_plugin.so (build it on this device with "
+            "--plugin build/dblock/libdblock_plugin.so (build it on this device with "
             "python -m segdeploy.plugins.dblock.build --out build/dblock)"
         )
     from .dblock_graph import fuse_file  # onnx is needed here, and said so if missing
@@ -267,6 +270,14 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
 
     def work():  # its result is for callers in Python; the command exits 0
+        if verbosity(args) == QUIET and not args.print_trtexec:
+            import contextlib
+            import os as _os
+
+            with open(_os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+                written = _run(args)
+            print(written)  # -q: the plan written, alone
+            return
         _run(args)
 
     return run_main("segbuild", work, "nothing half-written was left behind")

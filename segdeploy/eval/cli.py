@@ -5,42 +5,48 @@ segeval --engine out/regseg.onnx [--engine out/regseg.fp16.onnx ...] --dataset c
         [--confusion F.png] [--save-predictions DIR] [--workers N]
 """
 
-import argparse
 import os
 import sys
 
-from .._cli import run_main
+from .._cli import QUIET, VERBOSE, add_common_args, make_parser, run_main, verbosity
+from .._native import native_stderr_kept
 from .._version import __version__
 from ..errors import SegDeployError
 
-EPILOG = """\
+NOTES = """\
 datasets:
   cityscapes  ROOT/leftImg8bit/<split>/<city>/*_leftImg8bit.png and
-              ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png (default split: val)
-  camvid      ROOT/<split>/*.png and ROOT/<split>annot/*.png, 11 classes, 11 = void
-              (SegNet's layout; default split: test)
-  folder      ROOT/images/, ROOT/masks/ (label-index PNGs, 255 ignored), ROOT/classes.txt
+              ROOT/gtFine/<split>/<city>/*_gtFine_labelIds.png
+              (default split: val)
+  camvid      ROOT/<split>/*.png and ROOT/<split>annot/*.png, 11 classes,
+              11 = void (SegNet's layout; default split: test)
+  folder      ROOT/images/, ROOT/masks/ (label-index PNGs, 255 ignored),
+              ROOT/classes.txt (UTF-8, one class name a line)
 
---save-predictions writes label-id PNGs for Cityscapes; score them with the official script:
+--save-predictions writes label-id PNGs for Cityscapes; score them with the
+official script:
   CITYSCAPES_DATASET=ROOT CITYSCAPES_RESULTS=DIR \\
       python -m cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling
-
-examples:
-  segeval --engine out/regseg.onnx --dataset cityscapes --root data/cityscapes --limit 100
-  segeval --engine out/regseg.onnx --engine out/regseg.fp16.onnx --dataset cityscapes \\
-          --root data/cityscapes --json eval.json --csv eval.csv --confusion confusion.png
 """
+
+EXAMPLES = (
+    "segeval --engine out/regseg.onnx --dataset cityscapes --root data/cityscapes \\",
+    "        --limit 100",
+    "segeval --engine out/regseg.onnx --engine out/regseg.fp16.onnx \\",
+    "        --dataset cityscapes --root data/cityscapes --json eval.json \\",
+    "        --csv eval.csv --confusion confusion.png",
+)
 
 
 def parser():
-    p = argparse.ArgumentParser(
-        prog="segeval",
-        description="Score engines (mIoU, per-class IoU, accuracies) on Cityscapes, CamVid or "
-        "a folder of images and masks; several engines side by side.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EPILOG,
+    p = make_parser(
+        "segeval",
+        "Score engines (mIoU, per-class IoU, accuracies) on Cityscapes, CamVid or a folder of "
+        "images and masks; several engines side by side.",
+        EXAMPLES,
+        NOTES,
     )
-    p.add_argument("--version", action="version", version="%(prog)s " + __version__)
+    add_common_args(p)
     e = p.add_argument_group("engines")
     e.add_argument(
         "--engine",
@@ -126,12 +132,14 @@ def run(args, stream=None):
     options = {"threads": args.threads} if args.threads else {}
     if args.head != "network":
         options["head"] = args.head
+    if getattr(args, "plugin", None):
+        options["plugins"] = list(args.plugin)  # loaded because the user named them
     comparison = compare(
         args.engine,
         dataset,
         limit=args.limit,
         workers=args.workers,
-        progress=not args.no_progress,
+        progress=not args.no_progress and verbosity(args) > QUIET,
         save_predictions=args.save_predictions,
         input_size=input_size,
         runtime_options=options,
@@ -160,7 +168,9 @@ def main(argv=None):
     args = parser().parse_args(argv)
 
     def work():  # its result is for callers in Python; the command exits 0
-        run(args)
+        # OpenCV's and libpng's own lines on a bad image (-v shows them): segeval's say it all
+        with native_stderr_kept(show=verbosity(args) >= VERBOSE):
+            run(args)
 
     return run_main("segeval", work, "nothing half-written was left behind")
 

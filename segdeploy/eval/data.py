@@ -137,8 +137,11 @@ class EvalDataset(object):
         return len(self.samples)
 
     def __repr__(self):
-        return "{}({} split {!r}, {} images)".format(
-            type(self).__name__, self.root, self.split, len(self.samples)
+        return "{}({}{}, {} images)".format(
+            type(self).__name__,
+            self.root,
+            "" if self.split is None else " split {!r}".format(self.split),
+            len(self.samples),
         )
 
     def read_image(self, path):
@@ -341,14 +344,9 @@ def _stems(directory):
 
 def read_classes(path):
     """Class names from a classes file: one per line, blank lines and ``#`` comments skipped."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except OSError as exc:
-        raise DatasetError(
-            "cannot read the classes file {}: {}; write one class name per line, in "
-            "label order".format(path, exc.strerror or exc)
-        ) from None
+    from .._io import read_text
+
+    lines = read_text(path, "the classes file", DatasetError).splitlines()
     names = [line.strip() for line in lines]
     names = [n for n in names if n and not n.startswith("#")]
     if not names or len(names) > 255:

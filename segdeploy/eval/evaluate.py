@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .._cli import plural
 from .._deps import require
 from .._io import write_bytes
 from ..errors import SegDeployError
@@ -410,9 +411,11 @@ def _run(runtimes, dataset, samples, workers, progress, save_dir, stream):
     wall = time.perf_counter() - start
     if samples and confusions[0].labelled_pixels == 0:
         raise DatasetError(
-            "every label pixel of the {} images of {} split {!r} is ignored, so there is "
+            "every label pixel of the {} of {}{} is ignored, so there is "
             "nothing to score (Cityscapes test labels are withheld: use --split val)".format(
-                len(samples), dataset.root, dataset.split
+                plural(len(samples), "image"),
+                dataset.root,
+                "" if dataset.split is None else " split {!r}".format(dataset.split),
             )
         )
     info = {

@@ -11,6 +11,7 @@ import io
 
 import numpy as np
 
+from .._cli import plural
 from .._deps import require
 from .._io import write_bytes, write_json
 
@@ -29,6 +30,16 @@ SUMMARY = (
 )
 
 
+def dataset_line(info):
+    """'cityscapes split 'val': 500 images (ROOT)'; a folder dataset has no split to name."""
+    return "{}{}: {} ({})".format(
+        info["name"],
+        "" if info["split"] is None else " split {!r}".format(info["split"]),
+        plural(info["images"], "image"),
+        info["root"],
+    )
+
+
 def table(comparison, top=5):
     """The text printed by segeval: per-class IoU per engine, scores, differences, agreement."""
     reports = comparison.reports
@@ -36,9 +47,7 @@ def table(comparison, top=5):
     width = max(9, max(len(r.name) for r in reports) + 1)
     name_w = max(len(n) for n in info["class_names"] + ["pixel accuracy"]) + 1
     lines = [
-        "{} split {!r}: {} images ({})".format(
-            info["name"], info["split"], info["images"], info["root"]
-        ),
+        dataset_line(info),
         "{:<{}}".format("IoU %", name_w) + "".join("{:>{}}".format(r.name, width) for r in reports),
     ]
     ious = [r.iou for r in reports]
@@ -163,8 +172,9 @@ def confusion_png(comparison):
                                 color="white" if norm[i, j] > 0.5 else "black",
                             )
         fig.suptitle(
-            "{} {}: confusion, rows normalized (% of each class's pixels)".format(
-                comparison.dataset["name"], comparison.dataset["split"]
+            "{}{}: confusion, rows normalized (% of each class's pixels)".format(
+                comparison.dataset["name"],
+                "" if comparison.dataset["split"] is None else " " + comparison.dataset["split"],
             )
         )
         buf = io.BytesIO()

@@ -99,6 +99,37 @@ def _argmax_channels(proto):
     return None
 
 
+def preflight_size(args):
+    """Before any step: --res / --dynamic against an --onnx graph whose input size is fixed
+    (read with the light protobuf reader, not the whole graph into onnx)."""
+    if not (args.res or args.dynamic) or not os.path.isfile(args.onnx):
+        return
+    from ..engines import onnx_reader
+    from ..engines.profiles import derive_profile
+
+    try:
+        inputs = onnx_reader.read_model(args.onnx).graph.inputs
+    except SegDeployError:
+        return  # not readable as ONNX: the read step says so in its own words
+    dims = inputs[0].dims if inputs else None
+    if not dims or len(dims) != 4 or not all(isinstance(d, int) for d in dims):
+        return
+    uint8 = inputs[0].dtype == "uint8"
+    fixed = (dims[1], dims[2]) if uint8 else (dims[2], dims[3])
+    if min(fixed) <= 0:
+        return
+    res = args.res or "{}x{}".format(*fixed)
+    profile = derive_profile(res, args.dynamic)
+    if profile.min != fixed or profile.max != fixed:
+        flag = "--dynamic {}".format(args.dynamic) if args.dynamic else "--res " + args.res
+        raise SegDeployError(
+            "{} asks for sizes the graph cannot take: its input is fixed at {}x{}; drop {} or "
+            "re-export the graph (segexport --model NAME {})".format(
+                flag, fixed[0], fixed[1], flag.split()[0], flag
+            )
+        )
+
+
 def check_res_against_graph(proto, profile, flag="--res"):
     """One line when the graph's input is fixed at another size than the one asked for."""
     fixed = graph_input_hw(proto)

@@ -11,7 +11,15 @@ segexport --model path/to/file.py:factory   # bring-your-own nn.Module (runs tha
 import argparse
 import sys
 
-from .._cli import QUIET, VERBOSE, add_verbosity, add_version, run_main, verbosity
+from .._cli import (
+    QUIET,
+    VERBOSE,
+    add_common_args,
+    add_plugin,
+    make_parser,
+    run_main,
+    verbosity,
+)
 from ..errors import SegDeployError
 
 
@@ -23,18 +31,20 @@ def _trt_version(text):
 
 
 def parser():
-    p = argparse.ArgumentParser(
-        prog="segexport",
-        description="Export a segmentation model to a verified ONNX file and build an engine "
-        "for this machine (TensorRT when present, else ONNX Runtime).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  segexport --model regseg --res 512x1024 --out out/\n"
-        "  segexport --model regseg --checkpoint cityscapes.pth --fp16\n"
-        "  segexport --model regseg --backend tensorrt --fp16 --print-trtexec --trt-version 8.2",
+    p = make_parser(
+        "segexport",
+        "Export a segmentation model to a verified ONNX file and build an engine for this "
+        "machine: TensorRT where TensorRT and a GPU are present; on a CPU ONNX Runtime (.ort), "
+        "or OpenVINO (.xml) when it is installed and measurably faster here.",
+        examples=(
+            "segexport --model regseg --res 512x1024 --out out/",
+            "segexport --model regseg --checkpoint cityscapes.pth --fp16",
+            "segexport --model regseg --backend tensorrt --fp16 --print-trtexec \\",
+            "          --trt-version 8.2",
+            "segexport --onnx my_model.onnx --classes names.txt --out out/",
+        ),
     )
-    add_version(p)
-    add_verbosity(p)
+    add_common_args(p, plugin=False)
     src = p.add_argument_group("what to export")
     src.add_argument(
         "--model",
@@ -112,7 +122,15 @@ def parser():
     v.add_argument("--images", help="directory of real images to verify on, besides random ones")
     v.add_argument("--verify-inputs", type=int, default=3, help="random inputs (default 3)")
     e = p.add_argument_group("engine")
-    e.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="auto")
+    e.add_argument(
+        "--backend",
+        choices=("auto", "onnxruntime", "openvino", "tensorrt"),
+        default="auto",
+        help="auto (default): TensorRT with a GPU; on a CPU ONNX Runtime (NAME.ort), and with "
+        "OpenVINO installed also its IR (NAME.xml) when timing shows it clearly faster; "
+        "onnxruntime: NAME.ort; openvino: NAME.xml; tensorrt: NAME.plan (with --print-trtexec: "
+        "the trtexec line for the device, no TensorRT needed)",
+    )
     e.add_argument(
         "--print-trtexec",
         action="store_true",
@@ -144,13 +162,7 @@ def parser():
         metavar="0-5",
         help="TensorRT builder optimization level (TensorRT 8.6+)",
     )
-    e.add_argument(
-        "--plugin",
-        action="append",
-        default=[],
-        metavar="LIB.so",
-        help="TensorRT plugin library to load (repeatable)",
-    )
+    add_plugin(e)
     e.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads of the engine")
     s = p.add_argument_group("serving (uint8 frames into the graph, Triton Inference Server)")
     s.add_argument(
@@ -198,8 +210,9 @@ def parser():
     )
     b = p.add_argument_group(
         "bring-your-own model",
-        "  pre-processing and classes of --model file.py:factory or --onnx (they override\n"
-        "  a zoo model's too); without them ImageNet RGB and class_N are assumed, and said so",
+        "pre-processing and classes of --model file.py:factory or --onnx (they\n"
+        "override a zoo model's too); without them ImageNet RGB and class_N are\n"
+        "assumed, and said so",
     )
     b.add_argument(
         "--factory-args",
@@ -286,6 +299,10 @@ def _run(args):
     if args.verify_inputs < 1:
         raise SegDeployError("--verify-inputs must be at least 1")
     check_arguments(args)
+    if args.model and ".py:" not in args.model:
+        from ..models import get_spec
+
+        get_spec(args.model)  # an unknown name: one line before any step is printed
     from .int8_step import check_args as check_int8_args
 
     check_int8_args(args)

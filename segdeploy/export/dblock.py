@@ -129,7 +129,7 @@ def export_step(steps, proto, card, inputs, out_dir, name, proto16=None):
         compare_graphs,
         proto,
         fused,
-        inputs,
+        verify.graph_inputs(inputs, card),  # uint8 frames for a --input uint8 graph
         card["model"]["num_classes"],
     )
     text = "labels agree on {:.4%} of {} px".format(figures["label_agreement"], figures["pixels"])

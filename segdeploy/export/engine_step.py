@@ -60,13 +60,25 @@ def build_engine(args, steps, backend, reason, out_dir, name, paths, card, profi
     if backend is None:
         steps.say("no TensorRT engine built here: {}".format(reason))
         return None, None
-    from .cpu_choice import choice_enabled
+    from .cpu_choice import choice_enabled, fp16_on_cpu
 
-    # on a CPU with OpenVINO, --backend auto measures the installed engines and builds the fastest
+    note = fp16_on_cpu(args, name) if args.fp16 else None
+    if note:
+        steps.say(note)  # what the CPU does instead of FP16, in one line
+    if args.backend == "openvino":
+        from .cpu_choice import build_openvino_asked
+
+        engine_path, engine_card = build_openvino_asked(args, steps, out_dir, name, paths, card)
+        return engine_path, _with_note(engine_path, engine_card, note)
+    # on a CPU with OpenVINO, --backend auto measures the installed engines and keeps the
+    # default ONNX Runtime engine unless another is clearly faster
     if args.backend == "auto" and choice_enabled():
         from .cpu_choice import build_fastest_cpu_engine
 
-        return build_fastest_cpu_engine(args, steps, out_dir, name, paths, card, reason)
+        engine_path, engine_card = build_fastest_cpu_engine(
+            args, steps, out_dir, name, paths, card, reason
+        )
+        return engine_path, _with_note(engine_path, engine_card, note)
     from ..engines.onnxruntime_builder import build_onnxruntime_engine
 
     engine_path = os.path.join(out_dir, name + ".ort")
@@ -80,12 +92,21 @@ def build_engine(args, steps, backend, reason, out_dir, name, paths, card, profi
         log=lambda text: print(text, file=steps.stream, flush=True),  # silent under -q
     )
     why = "built an ONNX Runtime CPU engine because {}".format(reason.split(";")[0])
-    if args.fp16:
-        why += "; FP16 engines need a GPU, so this engine is FP32 (the FP16 ONNX is written)"
     steps.say(why)
     steps.say(
         "{} ({} graph optimizations, saved in ORT format)".format(
             os.path.join(final_dir, os.path.basename(engine_path)), "all"
         )
     )
-    return engine_path, engine_card
+    return engine_path, _with_note(engine_path, engine_card, note)
+
+
+def _with_note(engine_path, engine_card, note):
+    """The card says what was asked and what was built: ``--fp16`` on a CPU is FP32 (or bf16)."""
+    if note and engine_card is not None:
+        from .. import card as card_mod
+
+        engine_card["engine"]["requested_precision"] = "fp16"
+        engine_card["engine"]["precision_note"] = note
+        card_mod.write_sidecar(engine_path, engine_card)
+    return engine_card

@@ -14,8 +14,13 @@ from ..errors import SegDeployError
 def check_args(args):
     """Refuse flag combinations before any work is done."""
     if not getattr(args, "int8", False):
-        if getattr(args, "calib", None):
-            raise SegDeployError("--calib is for INT8; add --int8 (or drop --calib)")
+        if getattr(args, "calib", None) and not getattr(args, "fp16", False):
+            raise SegDeployError(
+                "--calib is for INT8 (--int8) and the bf16 check of --fp16 on a CPU; add one "
+                "(or drop --calib)"
+            )
+        if args.calib not in (None, "random") and not os.path.isdir(args.calib):
+            raise SegDeployError("--calib {} is not a directory of frames".format(args.calib))
         return
     if not args.calib:
         raise SegDeployError(
@@ -26,12 +31,22 @@ def check_args(args):
         raise SegDeployError("--calib-count must be at least 1")
 
 
+def graph_frames(source, card, count=None, stream=None):
+    """``quantize.load_frames`` in the form the graph of ``card`` takes: normalized float32, or
+    uint8 frames for a ``segexport --input uint8`` graph."""
+    from .quantize import load_frames
+    from .verify import float_view, graph_inputs
+
+    calib, heldout, description = load_frames(source, float_view(card), count, stream=stream)
+    return graph_inputs(calib, card), graph_inputs(heldout, card), description
+
+
 def int8_step(args, steps, onnx_path, out_dir, name, card, report, stream):
     from .onnx_export import save_model, set_card
-    from .quantize import describe_budget, load_frames, parse_budget, quantize_with_budget
+    from .quantize import describe_budget, parse_budget, quantize_with_budget
 
     budget = parse_budget(args.budget)
-    calib, heldout, description = load_frames(args.calib, card, args.calib_count, stream=stream)
+    calib, heldout, description = graph_frames(args.calib, card, args.calib_count, stream=stream)
     int8_path = os.path.join(out_dir, name + ".int8.onnx")
 
     def run():

@@ -50,6 +50,13 @@ def choose_backend(requested, print_trtexec):
         )
     if requested == "tensorrt":
         return ("tensorrt" if ok else None), reason
+    if requested == "openvino":
+        if importlib.util.find_spec("openvino") is None:
+            raise SegDeployError(
+                "--backend openvino needs OpenVINO: pip install 'segdeploy[openvino]' (or "
+                "--backend onnxruntime)"
+            )
+        return "onnxruntime", "asked for OpenVINO"  # a CPU engine: the CPU steps apply
     if requested == "auto" and ok:
         return "tensorrt", "TensorRT and a CUDA device are present"
     why = "asked for ONNX Runtime" if requested == "onnxruntime" else reason
@@ -82,6 +89,10 @@ def _run_staged(args, stream, staging):
     check_uint8_target(args, backend, trt_version)
     max_batch = serving_batch(args)
     byo_onnx = args.onnx is not None
+    if byo_onnx:
+        from .byo import preflight_size
+
+        preflight_size(args)  # a size the graph cannot take: one line before step 1
     if byo_onnx and not args.model:
         # Nothing is exported (no torch needed): the file's own opset is checked for the
         # target by segbuild's graph check. On a device without onnx, segbuild does the rest.
@@ -408,6 +419,10 @@ def _run_staged(args, stream, staging):
             written.append(card_mod.sidecar_path(engine_path))
         if engine_path.endswith(".xml"):  # OpenVINO IR: the weights are beside the topology
             written.append(engine_path[: -len(".xml")] + ".bin")
+        default_ort = os.path.join(stage_dir, name + ".ort")
+        if engine_path != default_ort and os.path.isfile(default_ort):
+            # the measured CPU choice always writes the default NAME.ort the README names
+            written += [default_ort, card_mod.sidecar_path(default_ort)]
         engine_path = staging.final(os.path.basename(engine_path))
     report["artifacts"]["engine"] = engine_path
     if dblock:

@@ -247,8 +247,9 @@ def read_classes(text):
             "--classes {}: not a number of classes and no such file (give a count, or a text "
             "file with one class name a line)".format(text)
         )
-    with open(text, "r", encoding="utf-8") as f:
-        names = [line.strip() for line in f]
+    from .._io import read_text
+
+    names = [line.strip() for line in read_text(text, "--classes").splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
         raise SegDeployError("--classes {} lists no class names".format(text))

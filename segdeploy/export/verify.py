@@ -60,6 +60,12 @@ def compare(ref_logits, ref_labels, cand_labels, cand_logits=None, num_classes=N
         "per_class_iou": [None if np.isnan(v) else round(float(v), 6) for v in iou],
         "min_class_iou": float(np.nanmin(iou)) if np.isfinite(iou).any() else None,
     }
+    # NaN or infinite logits make every other figure meaningless (argmax of NaN is class 0 on
+    # both sides: "100 % agreement"), so they are counted and fail the verdict.
+    figures["non_finite_logits"] = {
+        "reference": _non_finite(ref_logits),
+        "candidate": _non_finite(cand_logits),
+    }
     if cand_logits is not None and ref_logits is not None:
         err = np.abs(cand_logits.astype(np.float64) - ref_logits.astype(np.float64))
         scale = float(np.abs(ref_logits).max()) or 1.0
@@ -67,6 +73,12 @@ def compare(ref_logits, ref_labels, cand_labels, cand_logits=None, num_classes=N
         figures["max_rel_logit_error"] = float(err.max() / scale)
         figures["mean_abs_logit_error"] = float(err.mean())
     return figures
+
+
+def _non_finite(values):
+    if values is None or np.asarray(values).dtype.kind != "f":
+        return 0
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
 def merge(batches):
@@ -89,6 +101,10 @@ def merge(batches):
             out[key] = max(b[key] for b in batches)
     if all("mean_abs_logit_error" in b for b in batches):
         out["mean_abs_logit_error"] = float(np.mean([b["mean_abs_logit_error"] for b in batches]))
+    out["non_finite_logits"] = {
+        side: sum((b.get("non_finite_logits") or {}).get(side, 0) for b in batches)
+        for side in ("reference", "candidate")
+    }
     # per-class IoU: the worst over inputs for each class
     classes = len(batches[0]["per_class_iou"])
     out["per_class_iou"] = [
@@ -102,8 +118,22 @@ def merge(batches):
 
 
 def verdict(figures, strict=True):
-    """'' if the figures pass the FP32 thresholds, else the reason."""
+    """'' if the figures pass the FP32 thresholds, else the reason. A non-finite number
+    anywhere (NaN logits, a NaN error) fails, whatever the agreement says."""
     reasons = []
+    bad = figures.get("non_finite_logits") or {}
+    for side, who in (("reference", "PyTorch"), ("candidate", "the graph")):
+        if bad.get(side):
+            reasons.append(
+                "{} returned {} NaN or infinite logits (are the weights finite?)".format(
+                    who, bad[side]
+                )
+            )
+    nan_figures = sorted(k for k, v in figures.items() if _is_non_finite(v))
+    if nan_figures:
+        reasons.append("non-finite " + ", ".join(nan_figures))
+    if reasons:
+        return "; ".join(reasons)
     if figures["label_agreement"] < MIN_LABEL_AGREEMENT:
         reasons.append(
             "label agreement {:.4%} < {:.1%}".format(
@@ -114,6 +144,12 @@ def verdict(figures, strict=True):
     if rel is not None and rel > MAX_RELATIVE_LOGIT_ERROR:
         reasons.append("relative logit error {:.2e} > {:.0e}".format(rel, MAX_RELATIVE_LOGIT_ERROR))
     return "; ".join(reasons)
+
+
+def _is_non_finite(value):
+    if isinstance(value, (list, tuple)):
+        return any(_is_non_finite(v) for v in value)
+    return isinstance(value, float) and not np.isfinite(value)
 
 
 def _session(model_proto, expose_logits):
@@ -192,6 +228,41 @@ def normalize(rgb_frame, card):
     x = rgb_frame.astype(np.float32) * np.float32(spec["scale"])
     x = (x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def to_uint8_frame(x, card):
+    """A normalized float32 1 x 3 x H x W input (what ``normalize`` makes) back to the frame a
+    ``segexport --input uint8`` graph of ``card`` takes: uint8 1 x H x W x 3 in its order (BGR)."""
+    if x.dtype == np.uint8:
+        return x
+    cin = card["input"]
+    hwc = x[0].transpose(1, 2, 0) * np.asarray(cin["std"], np.float32)
+    hwc = (hwc + np.asarray(cin["mean"], np.float32)) / np.float32(cin["scale"])
+    model_order = str(cin.get("model_channel_order", cin["channel_order"])).upper()
+    if model_order != str(cin["channel_order"]).upper():
+        hwc = hwc[:, :, ::-1]  # the model's RGB -> the frame's BGR
+    return np.ascontiguousarray(np.clip(np.rint(hwc), 0, 255).astype(np.uint8)[None])
+
+
+def float_view(card):
+    """The card a float32 N x 3 x H x W input of the model is normalized by: ``card`` itself, or
+    for a ``--input uint8`` card the model's own channel order (its frames come in BGR)."""
+    cin = card["input"]
+    if "model_channel_order" not in cin:
+        return card
+    out = dict(card)
+    out["input"] = dict(cin, channel_order=cin["model_channel_order"])
+    return out
+
+
+def graph_inputs(inputs, card):
+    """``inputs`` (normalized float32, in the model's channel order: see ``float_view``) as the
+    graph of ``card`` takes them: as they are, or uint8 frames."""
+    from ..card import takes_uint8_frames
+
+    if takes_uint8_frames(card):
+        return [to_uint8_frame(x, card) for x in inputs]
+    return inputs
 
 
 def image_inputs(directory, card, limit=8):

@@ -40,6 +40,59 @@ BACKEND_SUFFIXES = {
 }
 
 
+# What writes each engine kind, for the line that says an engine file is missing.
+_WRITERS = {
+    ".plan": "a TensorRT plan is built on the GPU that runs it: segbuild {stem}.onnx there (or "
+    "segexport --backend tensorrt on that machine)",
+    ".engine": "a TensorRT plan is built on the GPU that runs it: segbuild {stem}.onnx --out "
+    "{stem}.engine there (or segexport --backend tensorrt on that machine)",
+    ".ort": "segexport writes it (--backend onnxruntime)",
+    ".xml": "segexport --backend openvino writes it (with segdeploy[openvino] installed)",
+    ".onnx": "segexport writes it",
+}
+ENGINE_SUFFIXES = tuple(BACKENDS) + (".pt2",)
+
+
+def engines_beside(path):
+    """Engine files next to ``path`` with its stem and another suffix (regseg.plan ->
+    regseg.onnx, regseg.fp16.onnx, regseg.ort, ...), sorted."""
+    text = os.fspath(path)
+    folder = os.path.dirname(text) or "."
+    stem = os.path.splitext(os.path.basename(text))[0]
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    found = []
+    for name in sorted(names):
+        if name == os.path.basename(text) or not name.startswith(stem + "."):
+            continue
+        if name.lower().endswith(ENGINE_SUFFIXES) and os.path.isfile(os.path.join(folder, name)):
+            found.append(os.path.join(os.path.dirname(text), name))
+    return found
+
+
+def missing_engine(path, what="engine file"):
+    """One line for an engine file that is not there: what builds that kind, and the engines
+    with the same stem beside it."""
+    from .._io import missing_file
+
+    text = os.fspath(path)
+    line = missing_file(text, what)
+    if os.path.isdir(text):
+        return line
+    stem = os.path.splitext(text)[0]
+    writer = _WRITERS.get(os.path.splitext(text)[1].lower())
+    if writer:
+        line += "; " + writer.format(stem=stem)
+    beside = engines_beside(text)
+    if beside:
+        line += "; beside it: " + ", ".join(beside)
+    else:
+        line += "; no other engine named {}.* beside it".format(stem)
+    return line
+
+
 class Engine(object):
     """An opened engine: ``inputs``, ``outputs``, ``infer(feeds) -> dict``, ``close()``.
 
@@ -154,9 +207,7 @@ def open_engine(path, backend=None, **options):
     """Open ``path`` with ``backend`` (a name) or the backend its suffix names; ``options`` go
     to the backend."""
     if not os.path.isfile(os.fspath(path)):
-        from .._io import missing_file
-
-        raise EngineError(missing_file(path, "engine file"))
+        raise EngineError(missing_engine(path))
     if backend is not None:
         module_name, class_name = named_backend(backend, path)
     else:

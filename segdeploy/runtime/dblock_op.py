@@ -74,11 +74,40 @@ def count_nodes(model_proto):
     return sum(1 for n in model_proto.graph.node if n.op_type == OP_TYPE)
 
 
+def _cast_fp16_nodes(graph):
+    """The op computes in float32: a DBlockConv of an FP16-typed graph (NAME.dblock.fp16.onnx,
+    its weight initializer FLOAT16) gets Casts to float32 around it, in place."""
+    from onnx import TensorProto, helper
+
+    fp16 = set(t.name for t in graph.initializer if t.data_type == TensorProto.FLOAT16)
+    nodes = list(graph.node)
+    out = []
+    for node in nodes:
+        if node.op_type != OP_TYPE or len(node.input) < 2 or node.input[1] not in fp16:
+            out.append(node)
+            continue
+        inputs = []
+        for name in node.input:
+            cast = name + "_dblock_f32"
+            out.append(helper.make_node("Cast", [name], [cast], to=TensorProto.FLOAT))
+            inputs.append(cast)
+        del node.input[:]
+        node.input.extend(inputs)
+        result = node.output[0]
+        node.output[0] = result + "_dblock_f32"
+        out.append(node)
+        out.append(helper.make_node("Cast", [node.output[0]], [result], to=TensorProto.FLOAT16))
+    del graph.node[:]
+    graph.node.extend(out)
+
+
 def adapt(model_proto):
     """Move ``model_proto``'s DBlockConv nodes (in place) to the extensions' domain, with their
-    dilations also as text; returns the number of nodes."""
+    dilations also as text (and float32 Casts around those of an FP16-typed graph); returns the
+    number of nodes."""
     from onnx import helper
 
+    _cast_fp16_nodes(model_proto.graph)
     count = 0
     for node in model_proto.graph.node:
         if node.op_type != OP_TYPE:

@@ -12,7 +12,6 @@ end-to-end rate print live and go to ``predict.json`` at the end. Ctrl-C stops c
 written so far is complete. Python 3.6 compatible (device side: no torch, no onnx).
 """
 
-import argparse
 import os
 import queue
 import sys
@@ -21,9 +20,10 @@ import time
 
 import numpy as np
 
-from .._cli import add_version, run_main
+from .._cli import VERBOSE, add_common_args, make_parser, plural, run_main, verbosity
 from .._deps import require
 from .._io import check_writable_dir, write_json
+from .._native import native_stderr_kept
 from ..errors import SegDeployError
 from .sources import open_source
 
@@ -325,20 +325,21 @@ def run_pipeline(
 
 
 def parser():
-    p = argparse.ArgumentParser(
-        prog="segpredict",
-        description="Segment images, folders, videos, cameras or streams with an engine "
-        "(.onnx, .ort, .plan, ...) and write overlays, label maps and colour maps.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  segpredict --engine out/regseg.ort --source clip.mp4 --out pred/\n"
-        "  segpredict --engine out/regseg.ort --source frames/ --save overlay,labels\n"
-        "  segpredict --engine out/regseg.plan --source 0 --show\n"
-        "  segpredict --engine out/regseg.plan --source 'nvarguscamerasrc ! "
-        "video/x-raw(memory:NVMM),width=1280,height=720 ! nvvidconv ! video/x-raw,format=BGRx "
-        "! videoconvert ! video/x-raw,format=BGR ! appsink'   # Jetson CSI camera",
+    p = make_parser(
+        "segpredict",
+        "Segment images, folders, videos, cameras or streams with an engine (.onnx, .ort, "
+        ".xml, .plan, ...) and write overlays, label maps and colour maps.",
+        examples=(
+            "segpredict --engine out/regseg.ort --source clip.mp4 --out pred/",
+            "segpredict --engine out/regseg.ort --source frames/ --save overlay,labels",
+            "segpredict --engine out/regseg.plan --source 0 --show",
+            "segpredict --engine out/regseg.plan --source 'nvarguscamerasrc ! \\",
+            "    video/x-raw(memory:NVMM),width=1280,height=720 ! nvvidconv ! \\",
+            "    video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! \\",
+            "    appsink'   # Jetson CSI camera",
+        ),
     )
-    add_version(p)
+    add_common_args(p)
     p.add_argument("--engine", required=True, help="engine file written by segexport/segbuild")
     p.add_argument(
         "--source",
@@ -385,7 +386,6 @@ def parser():
         "(network, default), or the logits upsampled straight to the frame's size (frame)",
     )
     p.add_argument("--json", help="timings report (default OUT/predict.json)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no live progress line")
     return p
 
 
@@ -407,10 +407,11 @@ def _check_args(args):
     return set(save)
 
 
-def predict(args, stream=sys.stderr):
+def predict(args, stream=None):
     """Run segpredict for parsed ``args``; returns the report dict."""
     from .runtime import Runtime
 
+    stream = stream or sys.stderr
     save = _check_args(args)
     check_writable_dir(args.out)
     report_path = args.json or os.path.join(args.out, "predict.json")
@@ -418,6 +419,8 @@ def predict(args, stream=sys.stderr):
     options = {"threads": args.threads} if args.threads else {}
     if getattr(args, "head", "network") != "network":
         options["head"] = args.head
+    if getattr(args, "plugin", None):
+        options["plugins"] = list(args.plugin)  # loaded because the user named them
     try:
         runtime = Runtime(args.engine, **options)
     except BaseException:
@@ -481,18 +484,20 @@ def predict(args, stream=sys.stderr):
 def main(argv=None):
     args = parser().parse_args(argv)
     reports = []
-    code = run_main(
-        "segpredict",
-        lambda: reports.append(predict(args)),
-        "every file written so far is complete",
-    )
+
+    def body():
+        # OpenCV's, FFmpeg's and libpng's own lines (-v shows them): segpredict's say it all
+        with native_stderr_kept(show=verbosity(args) >= VERBOSE):
+            reports.append(predict(args))
+
+    code = run_main("segpredict", body, "every file written so far is complete")
     if code:
         return code
     report = reports[0]
     print(
-        "segpredict: {} frames in {:.1f} s ({:.2f} fps end to end; {}); {} output{} in {}; "
+        "segpredict: {} in {:.1f} s ({:.2f} fps end to end; {}); {} output{} in {}; "
         "timings in {}".format(
-            report["frames"],
+            plural(report["frames"], "frame"),
             report["seconds"],
             report["fps_end_to_end"] or 0.0,
             ", ".join("{} {:.1f} ms".format(k, v["mean_ms"]) for k, v in report["stages"].items()),
@@ -503,7 +508,7 @@ def main(argv=None):
         )
     )
     if report["dropped"]:
-        print("segpredict: dropped {} frames (--drop-oldest)".format(report["dropped"]))
+        print("segpredict: dropped {} (--drop-oldest)".format(plural(report["dropped"], "frame")))
     return 0
 
 

@@ -11,7 +11,6 @@ paste, and serves until Ctrl-C or SIGTERM, which stop the server's whole process
 remove the temporary folder (one line). Every user mistake is one line and exit status 2.
 """
 
-import argparse
 import os
 import shutil
 import signal
@@ -19,18 +18,17 @@ import sys
 import tempfile
 import time
 
-from .._cli import Printer, add_verbosity, add_version, run_main, verbosity
+from .._cli import Printer, add_common_args, make_parser, run_main, verbosity
 from ..errors import SegDeployError
 
 PROG = "segserve"
-EPILOG = """examples:
-  segserve out/regseg.onnx          the graph segexport wrote (card beside it)
-  segserve repo/                    a repository from segexport --triton repo/
-  segserve out/ --grpc-port 9001    another port (--http-port for HTTP)
-  segserve repo/ --print-docker     the container command for a GPU server
-
-Then, in Python: segdeploy.Runtime("grpc://127.0.0.1:8001/regseg").infer(frame)
-"""
+EXAMPLES = (
+    "segserve out/regseg.onnx          # the graph segexport wrote (card beside it)",
+    "segserve repo/                    # a repository from segexport --triton repo/",
+    "segserve out/ --grpc-port 9001    # another port (--http-port for HTTP)",
+    "segserve repo/ --print-docker     # the container command for a GPU server",
+)
+NOTES = 'Then, in Python: segdeploy.Runtime("grpc://127.0.0.1:8001/regseg").infer(frame)'
 
 
 class _Signalled(Exception):
@@ -44,13 +42,15 @@ def _raise_on_signal(signum, frame):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog=PROG,
-        description="Serve an exported model with Triton Inference Server on this machine\n"
-        "(127.0.0.1 by default) until Ctrl-C or SIGTERM.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = make_parser(
+        PROG,
+        "Serve an exported model with Triton Inference Server on this machine (127.0.0.1 by "
+        "default) until Ctrl-C or SIGTERM.",
+        EXAMPLES,
+        NOTES,
     )
+    # Triton loads the engine through its own backends: no --plugin here
+    add_common_args(p, plugin=False)
     p.add_argument(
         "source",
         metavar="SOURCE",
@@ -82,8 +82,6 @@ def build_parser():
         help="print the Triton container command for a GPU server (ONNX Runtime and TensorRT "
         "backends) for SOURCE, a repository, and exit",
     )
-    add_verbosity(p)
-    add_version(p)
     return p
 
 

@@ -282,7 +282,7 @@ def test_errors_are_segdeploy_errors():
 def test_a_plan_without_card_points_to_adopt(tmp_path):
     plan = tmp_path / "m.plan"
     plan.write_bytes(b"x")
-    with pytest.raises(EngineError, match="segbuild --adopt .*m.plan --onnx"):
+    with pytest.raises(EngineError, match="segbuild --adopt .*m.plan MODEL.onnx"):
         card_mod.read_sidecar(str(plan))
 
 
@@ -379,8 +379,8 @@ def test_segbuild_dblock_plugin_fuses_then_prints_the_plugin_build(tmp_path, cap
     capsys.readouterr()
     onnx_path = str(tmp_path / "regseg_tiny.onnx")
     assert segbuild([onnx_path, "--dblock-plugin"]) == 2  # no plugin library: one line
-    assert "--plugins" in capsys.readouterr().err
-    argv = [onnx_path, "--dblock-plugin", "--plugins", "libdblock_plugin.so"]
+    assert "--plugin build/dblock" in capsys.readouterr().err
+    argv = [onnx_path, "--dblock-plugin", "--plugin", "libdblock_plugin.so"]
     assert segbuild(argv + ["--print-trtexec", "--trt-version", "10.8"]) == 0
     out = capsys.readouterr().out
     fused = tmp_path / "regseg_tiny.dblock.onnx"

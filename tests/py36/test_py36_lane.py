@@ -149,7 +149,7 @@ def test_segbuild_argument_errors_are_one_line(exported, tmp_path):
     cases = [
         ([str(tmp_path / "missing.onnx"), "--print-trtexec"], "does not exist"),
         ([str(onnx_path)], "TensorRT is not installed"),  # no TensorRT in this lane
-        (["--adopt", str(tmp_path / "x.plan")], "needs --onnx"),
+        (["--adopt", str(tmp_path / "x.plan")], "needs the ONNX file"),
         ([str(onnx_path), "--dynamic", "64x64:128x256", "--print-trtexec"], "fixed input size"),
     ]
     for args, expected in cases:

@@ -136,7 +136,7 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
-    assert capsys.readouterr().out.strip() == "segpredict (segdeploy) " + segdeploy.__version__
+    assert capsys.readouterr().out.strip() == "segpredict " + segdeploy.__version__
 
 
 def test_runtime_infer_takes_a_path(tmp_path, engine):

@@ -190,4 +190,4 @@ def test_segserve_is_a_console_script_of_the_package():
     config.read(os.path.join(REPO, "setup.cfg"))
     scripts = config["options.entry_points"]["console_scripts"]
     assert "segserve = segdeploy.serve.cli:main" in scripts
-    assert segserve("--version").stdout.startswith("segserve (segdeploy) ")
+    assert segserve("--version").stdout.startswith("segserve 0.")  # NAME X.Y.Z, as every command

@@ -7,7 +7,7 @@ Configures ``CMakeLists.txt`` (beside this file) into ``OUT/cmake`` the way CMak
 4.6) takes it (``cd OUT/cmake && cmake SRC``: ``-S``/``-B`` need 3.13), builds it, and puts the
 library at ``OUT/libdblock_plugin.so`` (atomically: a failed build leaves no library behind).
 ``--arch`` defaults to the GPU present (via nvidia-smi) when there is one. The library is loaded
-only where the user names it: ``segbuild --plugins OUT/libdblock_plugin.so`` or
+only where the user names it: ``segbuild --plugin OUT/libdblock_plugin.so`` or
 ``Runtime(path, plugins=[...])``. TensorRT from pip: libnvinfer is found in the wheel's folder
 (``tensorrt_libs/libnvinfer.so.10``); headers come from ``--trt-include`` (see trt_locate). Python
 3.6 compatible.

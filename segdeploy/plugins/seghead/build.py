@@ -5,7 +5,7 @@
 Configures ``CMakeLists.txt`` (beside this file) into ``OUT/cmake``, builds it, and puts the
 library at ``OUT/libseghead_plugin.so`` (atomically). The same steps and tool lookup as the
 D-block plugin's build (``segdeploy.plugins.dblock.build``); ``--arch`` defaults to the GPU
-present. The library is loaded only where the user names it (``segbuild --plugins``,
+present. The library is loaded only where the user names it (``segbuild --plugin``,
 ``Runtime(path, plugins=[...])``, ``segbench --head --plugin``). Python 3.6 compatible.
 """
 
