@@ -19,20 +19,17 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 
 from ..._cli import run_main
-from ..._io import atomic_path, check_writable_dir
+from ..._io import check_writable_dir
 from ..._version import __version__
 from ...errors import MissingDependencyError, SegDeployError
+from .. import cmake_build
+from ..cmake_build import PluginBuildError
 from . import trt_locate
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIBRARY = "libdblock_plugin.so"
-
-
-class PluginBuildError(SegDeployError):
-    """CMake or the compilers failed to build the plugin library."""
 
 
 def find_nvcc():
@@ -200,33 +197,7 @@ def build(
         ("configure (CMake, nvcc {})".format(nvcc), configure, "CMake configuration"),
         ("compile kernel and plugin", [cmake, "--build", "."], "the build"),
     )
-    if dry_run:
-        stream.write("mkdir -p {0} && cd {0}\n".format(build_dir))
-        for _, cmd, _ in steps:
-            stream.write(" ".join(cmd) + "\n")
-        return None
-    if os.path.exists(log):
-        os.remove(log)
-    if not os.path.isdir(build_dir):
-        os.makedirs(build_dir)
-    output = ""
-    for index, (title, cmd, what) in enumerate(steps, 1):
-        stream.write("[{}/{}] {} ...\n".format(index, len(steps), title))
-        stream.flush()
-        start = time.time()
-        output += _run(cmd, log, what, cwd=build_dir)
-        stream.write("      done in {:.1f} s\n".format(time.time() - start))
-    built = os.path.join(build_dir, LIBRARY)
-    if not os.path.isfile(built):
-        raise PluginBuildError("the build produced no {}; see {}".format(LIBRARY, log))
-    target = os.path.join(os.path.abspath(out_dir), LIBRARY)
-    with atomic_path(target) as tmp:
-        shutil.copyfile(built, tmp)
-        os.chmod(tmp, 0o755)
-    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", output)
-    if any(int(a) or int(b) for a, b in spills):
-        stream.write("      warning: ptxas reports register spills; see {}\n".format(log))
-    return target
+    return cmake_build.run_build(steps, build_dir, log, LIBRARY, out_dir, _run, stream, dry_run)
 
 
 def main(argv=None):
@@ -235,65 +206,13 @@ def main(argv=None):
         description="Build the DBlockConv TensorRT plugin library with CMake and nvcc.",
     )
     parser.add_argument("--version", action="version", version="%(prog)s " + __version__)
-    parser.add_argument("--out", default="build/dblock", help="output directory (%(default)s)")
-    parser.add_argument(
-        "--tensorrt-root",
-        metavar="DIR",
-        help="TensorRT prefix with include/NvInfer.h and lib/ (JetPack and Debian packages are "
-        "found without it)",
-    )
-    parser.add_argument(
-        "--trt-include",
-        metavar="DIR",
-        help="folder with NvInfer.h (pip's wheels have none: the TensorRT GitHub release "
-        "branch's include/, or the tar/deb dev package's)",
-    )
-    parser.add_argument(
-        "--trt-lib",
-        metavar="PATH",
-        help="libnvinfer to link, or its folder (default: found under --tensorrt-root, the "
-        "system paths, or pip's tensorrt_libs/libnvinfer.so.10)",
-    )
-    parser.add_argument(
-        "--arch",
-        action="append",
-        metavar="SM",
-        help="SM number to build for, e.g. 62 (TX2), 61 (GTX 1080 Ti), 75 (T4); repeatable "
-        "(default: the GPU present)",
-    )
-    parser.add_argument(
-        "--print-cmake",
-        action="store_true",
-        help="print the CMake commands this would run (with the paths it found) and stop",
-    )
-    parser.add_argument(
-        "--no-link-nvinfer",
-        action="store_true",
-        help="do not link libnvinfer (its symbols resolve when TensorRT loads the plugin)",
-    )
+    cmake_build.add_build_arguments(parser, "build/dblock", "62 (TX2), 61 (GTX 1080 Ti), 75 (T4)")
     args = parser.parse_args(argv)
-
-    def body():
-        archs = None
-        if args.arch:
-            if not all(re.match(r"^\d{2,3}$", a) for a in args.arch):
-                raise SegDeployError(
-                    "--arch takes SM numbers such as 75 or 62, got {}".format(", ".join(args.arch))
-                )
-            archs = args.arch
-        path = build(
-            args.out,
-            args.tensorrt_root,
-            archs,
-            link_nvinfer=not args.no_link_nvinfer,
-            trt_include=args.trt_include,
-            trt_lib=args.trt_lib,
-            dry_run=args.print_cmake,
-        )
-        if path:
-            sys.stdout.write(path + "\n")
-
-    return run_main(parser.prog, body, "no plugin library written")
+    return run_main(
+        parser.prog,
+        lambda: cmake_build.build_from_args(build, args, sys.stdout),
+        "no plugin library written",
+    )
 
 
 if __name__ == "__main__":
