@@ -43,6 +43,7 @@ from .._io import atomic_path
 from ..card import read_onnx_card as read_card
 from ..card import store_onnx_card as store_card
 from ..errors import SegDeployError
+from .onnx_edit import drop_unused, node_attrs
 
 PLUGIN_NAME = "DBlockConv"
 PLUGIN_VERSION = "1"
@@ -120,15 +121,9 @@ class _Graph(object):
         return users[0]
 
 
-def _attrs(node):
-    from onnx import helper
-
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
 def _split_sizes(g, node, opset):
     """The Split's output sizes along its axis, or None when they follow from the input."""
-    attrs = _attrs(node)
+    attrs = node_attrs(node)
     if "split" in attrs:  # opset < 13
         return [int(v) for v in attrs["split"]]
     if len(node.input) > 1 and node.input[1]:
@@ -151,7 +146,7 @@ def _match_conv(g, split_out, position):
     conv, index = use
     if conv.op_type != "Conv" or index != 0:
         raise _Skip("split output {} does not feed a Conv".format(position))
-    attrs = _attrs(conv)
+    attrs = node_attrs(conv)
     weight = g.constant(conv.input[1]) if len(conv.input) > 1 else None
     if weight is None or weight.ndim != 4:
         raise _Skip("{} has no constant 4-D weight".format(conv.name or "a Conv"))
@@ -194,7 +189,7 @@ def _match_conv(g, split_out, position):
 
 def _match(g, split, opset):
     """The Block starting at ``split``, or raise _Skip."""
-    attrs = _attrs(split)
+    attrs = node_attrs(split)
     if int(attrs.get("axis", 0)) not in (1, -3) or len(split.output) != 2:
         raise _Skip("it does not split the channel axis in two")
     sizes = _split_sizes(g, split, opset)
@@ -213,7 +208,7 @@ def _match(g, split, opset):
     if (
         concat.op_type != "Concat"
         or list(concat.input) != [convs[0].output[0], convs[1].output[0]]
-        or int(_attrs(concat).get("axis", 0)) not in (1, -3)
+        or int(node_attrs(concat).get("axis", 0)) not in (1, -3)
     ):
         raise _Skip("its convs do not meet in one channel Concat, in order")
     relu = None
@@ -312,7 +307,7 @@ def fuse_dblocks(model_proto):
             kept.append(node)
     del graph.node[:]
     graph.node.extend(kept)
-    _drop_unused(graph)
+    drop_unused(graph)
     if blocks and not any(o.domain == DOMAIN for o in proto.opset_import):
         proto.opset_import.extend([helper.make_opsetid(DOMAIN, 1)])
     onnx.checker.check_model(proto)
@@ -325,28 +320,6 @@ def fuse_dblocks(model_proto):
         "fused": summary,
         "skipped": skipped,
     }
-
-
-def _drop_unused(graph):
-    """Remove initializers, Constant nodes and value_info no node or output refers to any more."""
-    while True:
-        used = set(o.name for o in graph.output)
-        for node in graph.node:
-            used.update(node.input)
-        dead = [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]
-        if not dead:
-            break
-        for node in dead:
-            graph.node.remove(node)
-    produced = set(i.name for i in graph.input) | set(t.name for t in graph.initializer)
-    for node in graph.node:
-        produced.update(node.output)
-    keep = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    info = [v for v in graph.value_info if v.name in produced]
-    del graph.value_info[:]
-    graph.value_info.extend(info)
 
 
 def dblock_path(onnx_path):

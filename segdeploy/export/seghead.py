@@ -36,6 +36,7 @@ import copy
 import numpy as np
 
 from .._deps import require
+from ..engines.onnx_edit import drop_unused, node_attrs
 from ..errors import SegDeployError
 from ..plugins.seghead import PLUGIN_NAME, PLUGIN_VERSION
 
@@ -48,12 +49,6 @@ _EXT_DOMAIN = "ai.onnx.contrib"
 
 class _Skip(Exception):
     """An ArgMax that does not fit the SegHead contract (message: why)."""
-
-
-def _attrs(node):
-    from onnx import helper
-
-    return dict((a.name, helper.get_attribute_value(a)) for a in node.attribute)
 
 
 def _text(value):
@@ -74,7 +69,7 @@ class _Graph(object):
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
             if node.op_type == "Constant" and node.output:
-                value = _attrs(node).get("value")
+                value = node_attrs(node).get("value")
                 if value is not None:
                     self.constants[node.output[0]] = numpy_helper.to_array(value)
         self.outputs = set(o.name for o in graph.output)
@@ -121,7 +116,7 @@ class Head(object):
 
 
 def _match(proto, g, argmax):
-    a = _attrs(argmax)
+    a = node_attrs(argmax)
     if int(a.get("axis", 0)) not in (1, -3) or int(a.get("keepdims", 1)) != 0:
         raise _Skip("it is not an ArgMax over the channel axis with keepdims=0")
     if int(a.get("select_last_index", 0)) != 0:
@@ -131,7 +126,7 @@ def _match(proto, g, argmax):
         raise _Skip("its input is not the output of a Resize")
     if len(g.consumers.get(resize.output[0], ())) != 1 or resize.output[0] in g.outputs:
         raise _Skip("the resized logits are read elsewhere too")
-    r = _attrs(resize)
+    r = node_attrs(resize)
     mode = _text(r.get("mode", "nearest"))
     ctm = _text(r.get("coordinate_transformation_mode", "half_pixel"))
     if mode != "linear":
@@ -278,7 +273,7 @@ def fuse_head(model_proto, uint8_labels=False):
     for info in list(graph.value_info):
         if info.name in resized or info.name in outputs:
             graph.value_info.remove(info)
-    _drop_unused(graph)
+    drop_unused(graph)
     if heads and not any(o.domain == DOMAIN for o in proto.opset_import):
         proto.opset_import.extend([helper.make_opsetid(DOMAIN, 1)])
     onnx.checker.check_model(proto)
@@ -295,22 +290,6 @@ def fuse_head(model_proto, uint8_labels=False):
 def _has_dims(info, rank):
     t = info.type.tensor_type
     return t.HasField("shape") and len(t.shape.dim) == rank
-
-
-def _drop_unused(graph):
-    """Remove initializers and Constant nodes (the Resize's sizes, scales, roi) nobody reads."""
-    while True:
-        used = set(o.name for o in graph.output)
-        for node in graph.node:
-            used.update(node.input)
-        dead = [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in used]
-        inits = [t for t in graph.initializer if t.name not in used]
-        if not dead and not inits:
-            return
-        for n in dead:
-            graph.node.remove(n)
-        for t in inits:
-            graph.initializer.remove(t)
 
 
 # --- running a SegHead graph in ONNX Runtime on the host build ---------------------------------
