@@ -16,7 +16,7 @@ import tempfile
 
 from ..errors import MissingDependencyError, SegDeployError
 
-FLAGS = ("-std=c++11", "-O3", "-ffp-contract=off", "-fPIC", "-shared")
+FLAGS = ("-std=c++11", "-O3", "-ffp-contract=off", "-fPIC", "-shared", "-pthread")
 
 
 class HostBuildError(SegDeployError):

@@ -26,7 +26,7 @@ from ..host_build import HostBuildError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ("seghead_common.cuh", "seghead_host.cpp")
-ABI_VERSION = 1
+ABI_VERSION = 2
 MAX_CLASSES = 255
 
 
@@ -55,7 +55,68 @@ def _library():
         + [ctypes.c_int] * 6
         + [ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.POINTER(ctypes.c_longlong)]
     )
+    cpu = lib.segdeploy_seghead_cpu_f32
+    cpu.restype = ctypes.c_int
+    cpu.argtypes = (
+        [ctypes.c_void_p, ctypes.c_void_p]
+        + [ctypes.c_int] * 5
+        + [ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        + [ctypes.POINTER(ctypes.c_longlong)]
+    )
+    lib.segdeploy_seghead_cpu_workspace.restype = ctypes.c_longlong
+    lib.segdeploy_seghead_cpu_workspace.argtypes = [ctypes.c_int] * 6
     return lib
+
+
+def load():
+    """Compile (first use) and load the host library; raises HostBuildError or
+    MissingDependencyError (no C++ compiler) when it cannot."""
+    return _library()
+
+
+class CpuHead(object):
+    """The host library's CPU layout of the head for one image, its scratch kept between calls.
+
+    ``CpuHead(threads)(logits, out_size, out, align_corners)`` writes ``out`` (H x W uint8,
+    C-contiguous) from C x h x w float32 C-contiguous logits and returns how many output pixels
+    needed all classes interpolated. The arguments are the caller's to check (``runtime.head``
+    does). Not thread-safe: its workspace is per object.
+    """
+
+    def __init__(self, threads=1):
+        self.threads = max(1, int(threads))
+        self._lib = _library()
+        self._workspace = np.empty(0, np.uint64)  # 8-byte aligned (floats, Taps)
+        self._slow = ctypes.c_longlong(0)
+
+    def __call__(self, logits, out_size, out, align_corners=False):
+        c, h, w = logits.shape
+        out_h, out_w = int(out_size[0]), int(out_size[1])
+        need = int(
+            self._lib.segdeploy_seghead_cpu_workspace(c, h, w, out_h, out_w, self.threads)
+        )
+        if self._workspace.nbytes < need:
+            self._workspace = np.empty(-(-need // 8), np.uint64)
+        code = self._lib.segdeploy_seghead_cpu_f32(
+            logits.ctypes.data,
+            out.ctypes.data,
+            c,
+            h,
+            w,
+            out_h,
+            out_w,
+            default_scale(h, out_h),
+            default_scale(w, out_w),
+            1 if align_corners else 0,
+            self.threads,
+            self._workspace.ctypes.data,
+            ctypes.byref(self._slow),
+        )
+        if code != 0:
+            raise ValueError(
+                "the fused head's host library rejected the arguments (code {})".format(code)
+            )
+        return int(self._slow.value)
 
 
 def default_scale(in_len, out_len):
