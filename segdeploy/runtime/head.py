@@ -24,12 +24,21 @@ Coordinate transforms: ``align_corners`` (``F.interpolate(..., align_corners=Tru
 ``half_pixel`` (``align_corners=False``: what the TorchScript exporter writes at opset >= 11);
 ``pytorch_half_pixel`` differs from ``half_pixel`` only for an output side of 1.
 
-Implementation, chosen by measurement (``scripts/bench_head.py``): vectorised numpy. OpenCV's
+Implementations, chosen by measurement (``scripts/bench_head.py --micro``): the compiled one
+(``impl="compiled"``), the SegHead kernel's host library (``segdeploy.plugins.seghead.host``:
+its CPU layout, the kernel's own arithmetic, on the Runtime's threads), 4x the numpy one at
+512x1024 on one thread; it is built once per machine with the system C++ compiler, a plain C
+ABI loaded with ctypes, so one build serves every Python from 3.6 on. Where no compiler is
+found, or the build fails, ``impl="auto"`` (the default) falls back to vectorised numpy
+(``impl="numpy"``) and says so once in the log; ``SEGDEPLOY_HEAD_IMPL=numpy|compiled|auto``
+overrides the choice. Both give the same labels (tests compare them with ONNX Runtime). OpenCV's
 ``cv2.resize(INTER_LINEAR)`` computes its weights differently (in/out in double, fixed point for
 8-bit), so it is not bitwise ONNX Runtime's Resize; it is only used, as before, by the graph-like
-``Postprocessor`` path. Numpy only; Python 3.6 compatible.
+``Postprocessor`` path. Python 3.6 compatible.
 """
 
+import logging
+import os
 import threading
 
 import numpy as np
@@ -37,6 +46,8 @@ import numpy as np
 from ..errors import FrameError
 
 MODES = ("half_pixel", "pytorch_half_pixel", "align_corners")
+IMPLS = ("auto", "compiled", "numpy")
+IMPL_ENV = "SEGDEPLOY_HEAD_IMPL"
 MAX_CLASSES = 255  # label 255 marks "cell needs the C-class interpolation" internally
 _MIXED = 255
 
@@ -123,24 +134,62 @@ def geometry(in_hw, out_hw, mode):
     return geo
 
 
+_LOG = logging.getLogger("segdeploy.runtime.head")
+_FALLBACK_SAID = []
+
+
+def _compiled_head(impl, threads):
+    """(the host library's CpuHead or None, why not) for ``impl`` ("auto" or "compiled")."""
+    from ..errors import MissingDependencyError
+    from ..plugins.host_build import HostBuildError
+    from ..plugins.seghead import host
+
+    try:
+        return host.CpuHead(threads), None
+    except (HostBuildError, MissingDependencyError, OSError, AttributeError) as exc:
+        # AttributeError: a library without the CPU entry point (a stale cache)
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if impl == "compiled":
+            raise FrameError("the compiled fused head is unavailable: {}".format(why)) from None
+        if not _FALLBACK_SAID:
+            _FALLBACK_SAID.append(why)
+            _LOG.warning("fused head: numpy (slower) instead of the compiled head: %s", why)
+        return None, why
+
+
 class FusedHead(object):
     """Bilinear upsample + ArgMax of (C, h, w) logits to (H, W) uint8 labels, buffers reused.
 
     ``head = FusedHead(align_corners=False); labels = head(logits, (H, W))``. ``mode`` names the
     ONNX coordinate transform instead (``half_pixel``, ``pytorch_half_pixel``,
-    ``align_corners``). Not thread-safe on its own (its buffers are per object): one per thread,
-    or serialize calls (the Runtime does). ``last_mixed`` is the share of output pixels the last
-    call interpolated over all classes.
+    ``align_corners``). ``impl``: ``"auto"`` (default, or ``$SEGDEPLOY_HEAD_IMPL``), ``"compiled"``
+    or ``"numpy"`` (module docstring); ``threads``: the compiled head's threads. ``impl`` after
+    construction says which one runs. Not thread-safe on its own (its buffers are per object):
+    one per thread, or serialize calls (the Runtime does). ``last_mixed`` is the share of output
+    pixels the last call interpolated over all classes.
     """
 
-    def __init__(self, align_corners=False, mode=None, chunk=CHUNK):
+    def __init__(self, align_corners=False, mode=None, chunk=CHUNK, impl=None, threads=1):
         if mode is None:
             mode = transform_for(align_corners)
         if mode not in MODES:
             raise FrameError(
                 "the fused head supports the transforms {}, not {!r}".format(", ".join(MODES), mode)
             )
+        if impl is None:
+            impl = os.environ.get(IMPL_ENV) or "auto"
+        if impl not in IMPLS:
+            raise FrameError(
+                "the fused head's implementation is one of {}, not {!r} (check {})".format(
+                    ", ".join(IMPLS), impl, IMPL_ENV
+                )
+            )
         self.mode = mode
+        self._compiled = None
+        self.fallback = None  # why the compiled head is not used, where it was wanted
+        if impl != "numpy":
+            self._compiled, self.fallback = _compiled_head(impl, threads or 1)
+        self.impl = "compiled" if self._compiled is not None else "numpy"
         self.chunk = int(chunk)
         # candidate classes per cell: measured 2x faster at 150 classes, 1.5x slower at 19
         # (scripts/bench_head.py --micro); None: from PRUNE_FROM classes on
@@ -218,6 +267,15 @@ class FusedHead(object):
                     height, width, out.dtype, tuple(out.shape)
                 )
             )
+        # the compiled head's taps are pytorch_half_pixel's: half_pixel differs at a side of 1
+        if self._compiled is not None and (self.mode != "half_pixel" or min(height, width) > 1):
+            if not logits.flags.c_contiguous:  # e.g. a strided view of a batch
+                dense = self._buffer("cast", logits.shape, np.float32)
+                np.copyto(dense, logits)
+                logits = dense
+            slow = self._compiled(logits, (height, width), out, self.mode == "align_corners")
+            self.last_mixed = slow / float(out.size)
+            return out
         geo = geometry((h, w), (height, width), self.mode)
         low = self._argmax(logits)
         mixed = self._mixed_cells(low)
@@ -333,12 +391,12 @@ class FusedHead(object):
         return ids[owner, acc.argmax(axis=1)]
 
 
-def fused_head(low_res_logits, out_size, align_corners=False, out=None):
+def fused_head(low_res_logits, out_size, align_corners=False, out=None, impl=None):
     """``labels = fused_head(logits, (H, W), align_corners)``: one call, its own buffers.
 
     For a stream of frames keep a ``FusedHead`` instead: it reuses its buffers.
     """
-    return FusedHead(align_corners=align_corners)(low_res_logits, out_size, out=out)
+    return FusedHead(align_corners=align_corners, impl=impl)(low_res_logits, out_size, out=out)
 
 
 def reference_labels(logits, out_size, align_corners=False, mode=None):

@@ -14,6 +14,8 @@ straight at the frame's size (``head_target="frame"``, as official evaluations u
 the original image). Python 3.6 compatible.
 """
 
+import os
+
 import numpy as np
 
 from .. import datasets
@@ -24,13 +26,19 @@ from .head import FusedHead
 HEAD_TARGETS = ("network", "frame")
 
 
+def default_head_threads():
+    """The fused head's threads where the caller set none: the CPUs, up to 4 (the head is a few
+    ms; more threads cost more to start than they save)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 class Postprocessor(object):
     """Engine output for one frame -> (H, W) uint8 label map, with scratch buffers reused.
 
     Not thread-safe on its own: the owner (``Runtime``) serializes calls.
     """
 
-    def __init__(self, kind, num_classes, head=None, head_target="network"):
+    def __init__(self, kind, num_classes, head=None, head_target="network", head_threads=None):
         cv2 = require("cv2", "the runtime")
 
         self._cv2 = cv2
@@ -51,7 +59,9 @@ class Postprocessor(object):
         self._fused = None
         if head is not None and head.get("kind") == "fused":
             self._fused = FusedHead(
-                align_corners=bool(head.get("align_corners")), mode=head.get("mode")
+                align_corners=bool(head.get("align_corners")),
+                mode=head.get("mode"),
+                threads=head_threads or default_head_threads(),
             )
         # name -> one flat buffer, viewed at the shape each call needs. A video has one frame
         # size, so reuse matters; a stream of ever-new sizes must not keep a K x H x W float
@@ -97,6 +107,11 @@ class Postprocessor(object):
     def fused(self):
         """True when this post-processing runs the fused labels head."""
         return self._fused is not None
+
+    @property
+    def head_impl(self):
+        """Which fused head runs ("compiled" or "numpy"), None without one."""
+        return self._fused.impl if self._fused is not None else None
 
     @property
     def last_mixed(self):

@@ -96,9 +96,10 @@ class Runtime(object):
             )
         if backend is not None:  # e.g. backend="openvino" for an .onnx graph
             backend_options["backend"] = backend
+        threads = backend_options.get("threads")  # the fused head uses the engine's threads
         self.engine = self._open(path, device, input_size, backend_options)
         try:
-            self._configure(path, rgb, input_size, interpolation, head or "network")
+            self._configure(path, rgb, input_size, interpolation, head or "network", threads)
         except BaseException:
             self.engine.close()
             raise
@@ -135,7 +136,7 @@ class Runtime(object):
             )
         )
 
-    def _configure(self, path, rgb, input_size, interpolation, head):
+    def _configure(self, path, rgb, input_size, interpolation, head, threads=None):
         engine = self.engine
         card = getattr(engine, "card", None)
         if card is None and not isinstance(path, Engine) and os.path.isfile(str(path)):
@@ -216,7 +217,9 @@ class Runtime(object):
             )
         # "graph" when the labels come out of the engine (or full-resolution logits)
         self.head = ("fused-" + head) if fused is not None else "graph"
-        self._post = Postprocessor(cout["kind"], self.num_classes, fused, head)
+        self._post = Postprocessor(cout["kind"], self.num_classes, fused, head, threads)
+        # the fused head's implementation ("compiled", "numpy"), None where the graph has it
+        self.head_impl = self._post.head_impl
         self.palette = palette_from_card(card)  # (K, 3) uint8 RGB
         self._vis = Visualizer(self.palette, self.order)
 

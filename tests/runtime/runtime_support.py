@@ -62,3 +62,17 @@ def reference_labels(model, frame_bgr, height, width, name="regseg_tiny"):
     return cv2.resize(
         labels, (frame_bgr.shape[1], frame_bgr.shape[0]), interpolation=cv2.INTER_NEAREST
     )
+
+
+def needs_compiled_head():
+    """Skip unless the compiled head builds here (a C++ compiler is at hand)."""
+    import pytest
+
+    from segdeploy.errors import MissingDependencyError
+    from segdeploy.plugins.host_build import HostBuildError
+    from segdeploy.plugins.seghead import host
+
+    try:
+        host.load()
+    except (HostBuildError, MissingDependencyError, OSError) as exc:
+        pytest.skip("the compiled fused head needs a C++ compiler: {}".format(exc))

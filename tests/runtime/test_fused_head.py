@@ -9,6 +9,7 @@ upsampled scores are apart (no tie), and on >= 99.99 % of all pixels.
 
 import numpy as np
 import pytest
+from runtime_support import needs_compiled_head
 
 from segdeploy.errors import FrameError
 from segdeploy.runtime.head import FusedHead, fused_head, geometry, reference_labels
@@ -94,7 +95,10 @@ SCALES = [((24, 40), 4), ((12, 20), 8), ((27, 41), 2.37)]
 @pytest.mark.parametrize("classes", [1, 2, 19, 150])
 @pytest.mark.parametrize("align_corners", [False, True])
 @pytest.mark.parametrize("in_hw, scale", SCALES)
-def test_fused_head_matches_resize_argmax(in_hw, scale, align_corners, classes):
+@pytest.mark.parametrize("impl", ["numpy", "compiled"])
+def test_fused_head_matches_resize_argmax(impl, in_hw, scale, align_corners, classes):
+    if impl == "compiled":
+        needs_compiled_head()
     rng = np.random.default_rng(classes * 100 + int(scale * 10) + align_corners)
     h, w = in_hw
     if classes == 150:  # keep the ONNX Runtime reference small
@@ -105,7 +109,7 @@ def test_fused_head_matches_resize_argmax(in_hw, scale, align_corners, classes):
     session = resize_argmax_session(classes, (h, w), out_hw, mode)
     expected = session.run(None, {"logits": logits[None]})[0][0]
     dense = reference_labels(logits, out_hw, align_corners=align_corners)
-    labels = fused_head(logits, out_hw, align_corners)
+    labels = fused_head(logits, out_hw, align_corners, impl=impl)
 
     assert labels.shape == out_hw and labels.dtype == np.uint8
     clear = tie_free(logits, out_hw, mode)
@@ -115,23 +119,30 @@ def test_fused_head_matches_resize_argmax(in_hw, scale, align_corners, classes):
         assert (labels == reference).mean() >= 0.9999
     if classes >= 19:
         assert len(np.unique(labels)) >= 5
-        head = FusedHead(align_corners=align_corners)
+        head = FusedHead(align_corners=align_corners, impl=impl)
         head(logits, out_hw)
-        assert 0 < head.last_mixed < 0.9  # the uniform cells were decided without interpolation
+        assert head.impl == impl
+        # the uniform cells were decided without interpolation (the compiled head's safety
+        # margin sends a few more to the interpolation)
+        assert 0 < head.last_mixed < (0.9 if impl == "numpy" else 0.95)
 
 
-def test_uniform_logits_need_no_interpolation_and_ties_go_to_the_first_class():
+@pytest.mark.parametrize("impl", ["numpy", "compiled"])
+def test_uniform_logits_are_decided_without_interpolation_ties_to_the_first_class(impl):
+    if impl == "compiled":
+        needs_compiled_head()
     logits = np.zeros((7, 9, 11), np.float32)
     logits[3] = 2.0
-    logits[5] = 2.0  # an exact tie everywhere: ArgMax takes the first index
-    head = FusedHead()
+    head = FusedHead(impl=impl)
     labels = head(logits, (37, 45))
     assert (labels == 3).all() and head.last_mixed == 0.0
+    logits[5] = 2.0  # an exact tie everywhere: ArgMax takes the first index
+    assert (head(logits, (37, 45)) == 3).all()
 
 
 def test_buffers_are_reused_and_out_is_written_in_place():
     rng = np.random.default_rng(5)
-    head = FusedHead()
+    head = FusedHead(impl="numpy")
     out = np.full((96, 160), 200, np.uint8)
     first = smooth_logits(rng, 19, 24, 40, ties=False)
     assert head(first, (96, 160), out=out) is out
@@ -142,20 +153,27 @@ def test_buffers_are_reused_and_out_is_written_in_place():
     assert np.array_equal(out, reference_labels(second, (96, 160)))
 
 
-def test_batched_4d_and_float16_logits_are_accepted():
+@pytest.mark.parametrize("impl", ["numpy", "compiled"])
+def test_batched_4d_and_float16_logits_are_accepted(impl):
+    if impl == "compiled":
+        needs_compiled_head()
     rng = np.random.default_rng(6)
     logits = smooth_logits(rng, 5, 16, 16, ties=False)
     expected = reference_labels(logits.astype(np.float16), (64, 64))
-    assert np.array_equal(fused_head(logits[None].astype(np.float16), (64, 64)), expected)
+    labels = fused_head(logits[None].astype(np.float16), (64, 64), impl=impl)
+    assert np.array_equal(labels, expected)
 
 
-def test_pytorch_half_pixel_differs_from_half_pixel_only_at_an_output_side_of_one():
+@pytest.mark.parametrize("impl", ["numpy", "compiled"])
+def test_pytorch_half_pixel_differs_from_half_pixel_only_at_an_output_side_of_one(impl):
+    if impl == "compiled":
+        needs_compiled_head()
     rng = np.random.default_rng(7)
     logits = smooth_logits(rng, 6, 8, 10, ties=False)
     for mode in ("half_pixel", "pytorch_half_pixel"):
         session = resize_argmax_session(6, (8, 10), (1, 33), mode)
         expected = session.run(None, {"logits": logits[None]})[0][0]
-        assert np.array_equal(FusedHead(mode=mode)(logits, (1, 33)), expected)
+        assert np.array_equal(FusedHead(mode=mode, impl=impl)(logits, (1, 33)), expected)
 
 
 @pytest.mark.parametrize(
@@ -182,7 +200,7 @@ def test_wrong_out_buffer_and_transform_are_refused():
 def test_candidate_classes_give_the_labels_of_every_class(classes):
     rng = np.random.default_rng(classes)
     logits = smooth_logits(rng, classes, 20, 24)
-    pruned, full = FusedHead(), FusedHead()
+    pruned, full = FusedHead(impl="numpy"), FusedHead(impl="numpy")
     pruned.prune, full.prune = True, False
     pruned.chunk = full.chunk = 512  # several steps
     assert np.array_equal(pruned(logits, (80, 96)), full(logits, (80, 96)))

@@ -176,3 +176,21 @@ def test_segexport_head_graph_and_fused_engines_give_the_same_labels(tmp_path):
         expected = graph.infer(frame)
         assert len(np.unique(expected)) >= 5
         assert (fused.infer(frame) == expected).mean() >= 0.9999
+
+
+def test_the_runtime_runs_the_compiled_head_on_its_threads_and_numpy_gives_the_same(
+    engines, monkeypatch
+):
+    from test_fused_head import needs_compiled_head
+
+    needs_compiled_head()
+    _, fused_path, _ = engines
+    frame = smooth_frame(100, 150, seed=4)
+    with Runtime(fused_path, threads=2) as rt:
+        assert rt.head_impl == "compiled" and rt._post._fused._compiled.threads == 2
+        compiled = rt.infer(frame)
+    monkeypatch.setenv("SEGDEPLOY_HEAD_IMPL", "numpy")
+    with Runtime(fused_path) as rt:
+        assert rt.head_impl == "numpy"
+        assert np.array_equal(rt.infer(frame), compiled)
+    assert len(np.unique(compiled)) >= 5

@@ -92,9 +92,7 @@ class CpuHead(object):
     def __call__(self, logits, out_size, out, align_corners=False):
         c, h, w = logits.shape
         out_h, out_w = int(out_size[0]), int(out_size[1])
-        need = int(
-            self._lib.segdeploy_seghead_cpu_workspace(c, h, w, out_h, out_w, self.threads)
-        )
+        need = int(self._lib.segdeploy_seghead_cpu_workspace(c, h, w, out_h, out_w, self.threads))
         if self._workspace.nbytes < need:
             self._workspace = np.empty(-(-need // 8), np.uint64)
         code = self._lib.segdeploy_seghead_cpu_f32(
