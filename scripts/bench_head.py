@@ -255,15 +255,20 @@ def micro_case(height, width, classes, stride, args, log):
     session = resize_argmax_session(classes, low.shape[1:], size, args.threads)
     expected = session.run(None, {"x": low[None]})[0][0]
     out = np.empty(size, np.uint8)
-    pruned, full = FusedHead(), FusedHead()
+    pruned, full = FusedHead(impl="numpy"), FusedHead(impl="numpy")
     pruned.prune, full.prune = True, False
     opencv = Postprocessor("logits", classes)  # cv2.resize per plane + running max
     variants = {
         "onnxruntime Resize+ArgMax": lambda: session.run(None, {"x": low[None]}),
         "opencv resize + argmax": lambda: opencv(low, size, out),
-        "fused, every class": lambda: full(low, size, out),
-        "fused, candidate classes": lambda: pruned(low, size, out),
+        "fused numpy, every class": lambda: full(low, size, out),
+        "fused numpy, candidate classes": lambda: pruned(low, size, out),
     }
+    for threads in sorted({1, args.threads}):
+        compiled = FusedHead(impl="auto", threads=threads)
+        if compiled.impl == "compiled":
+            name = "fused compiled, {} thread{}".format(threads, "s" if threads > 1 else "")
+            variants[name] = lambda head=compiled: head(low, size, out)
     agree = {name: 1.0 for name in variants}
     for name in list(variants)[1:]:
         agree[name] = float((variants[name]() == expected).mean())

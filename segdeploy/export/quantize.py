@@ -154,12 +154,60 @@ class Quantizer(object):
                 "DedicatedQDQPair": False,
             },
         )
+        float_logits(out_path, self.head)
         self.log(
             "calibrated on {} frames in {:.1f} s".format(
                 len(self.calib_inputs), time.perf_counter() - started
             )
         )
         return out_path
+
+
+def float_logits(path, head):
+    """Drop the Q/DQ pair between the classifier and the labels head (``head``: its node names)
+    of the Q/DQ graph at ``path``, in place: the logits the head upsamples stay float.
+
+    Quantized logits take 256 levels: their bilinear upsample is full of exact ties, which
+    engines break by their own rounding (OpenVINO's Interpolate and ONNX Runtime's Resize then
+    disagree on 0.02 % of the pixels, where float logits differ on 1e-6), and the fused head,
+    which upsamples the logits on the host, must see the values the graph head sees. The
+    classifier still reads INT8 activations and weights; only its output stays float."""
+    import onnx
+
+    proto = onnx.load(path)
+    nodes = list(proto.graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    readers = {}
+    for n in nodes:
+        for name in n.input:
+            readers.setdefault(name, []).append(n)
+    outputs = set(o.name for o in proto.graph.output)
+    changed = False
+    for node in nodes:
+        if node.name not in head or node.op_type != "Resize":
+            continue
+        dq = producer.get(node.input[0])
+        q = (
+            producer.get(dq.input[0])
+            if dq is not None and dq.op_type == "DequantizeLinear"
+            else None
+        )
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        if len(readers.get(dq.output[0], ())) != 1 or dq.output[0] in outputs:
+            continue  # the dequantized logits feed something else too: leave the graph as it is
+        node.input[0] = q.input[0]
+        dropped = [dq] + ([q] if len(readers.get(q.output[0], ())) == 1 else [])
+        for n in dropped:
+            proto.graph.node.remove(n)
+        changed = True
+    if changed:
+        names = set(i for n in proto.graph.node for i in n.input)
+        kept = [t for t in proto.graph.initializer if t.name in names]
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(kept)
+        onnx.save(proto, path)
+    return changed
 
 
 def _expose(model_proto, names):

@@ -93,6 +93,41 @@ def test_int8_graph_is_explicit_symmetric_qdq(exported):
         check_graph(path, release, "int8")
 
 
+def test_the_labels_head_reads_float_logits_and_the_fused_head_agrees(exported, tmp_path):
+    """No Q/DQ pair between the classifier and the head's Resize: quantized logits (256 levels)
+    make ties that engines break by their own rounding, and the fused head must see what the
+    graph head sees. Cut before its head, the INT8 graph gives the same labels."""
+    from segdeploy.export.head import cut_head
+    from segdeploy.export.onnx_export import save_model, set_card
+
+    path = str(exported / "regseg_tiny.int8.onnx")
+    model = onnx.load(path)
+    producer = {o: n for n in model.graph.node for o in n.output}
+    resize = [n for n in model.graph.node if n.op_type == "Resize"][-1]
+    assert producer[resize.input[0]].op_type == "Conv"  # the classifier's float output
+    readers = [n.op_type for n in model.graph.node if resize.input[0] in n.input]
+    assert readers == ["Resize"]
+    cut, card = cut_head(model, read_card(model))
+    set_card(cut, card)
+    fused_path = str(tmp_path / "regseg_tiny.int8.fused.onnx")
+    save_model(cut, fused_path)
+    backends = ["onnxruntime"]
+    try:
+        import openvino  # noqa: F401
+
+        backends.append("openvino")
+    except ImportError:
+        pass
+    frames = [street_scene(H, W, 900 + i) for i in range(3)]
+    for backend in backends:
+        with Runtime(path, backend=backend) as graph, Runtime(fused_path, backend=backend) as fused:
+            expected = [graph.infer(f) for f in frames]
+            labels = [fused.infer(f) for f in frames]
+        assert len(np.unique(np.stack(expected))) >= 5
+        agree = np.mean([(a == b).mean() for a, b in zip(labels, expected)])
+        assert agree >= 0.9999, (backend, agree)
+
+
 def test_card_carries_the_budget_verdict(exported):
     card = read_card(onnx.load(str(exported / "regseg_tiny.int8.onnx")))
     quant = card["quantization"]
