@@ -164,6 +164,7 @@ def run_case(name, height, width, args, workdir, log):
             "classes": len(classes),
             "mixed": float(np.mean(mixed)),
             "logits": list(low.shape),
+            "head_impl": fused.head_impl,
         }
         variants[engine + " graph"] = lambda rt=graph: rt.infer(frame, out=out)
         variants[engine + " fused"] = lambda rt=fused: rt.infer(frame, out=out)
@@ -318,13 +319,15 @@ def micro(args, log):
 
 def table(result):
     lines = [
-        "{} {}: fastest fused {} {:.1f} ms = {}x the fastest FP32 graph ({} ms)".format(
+        "{} {}: fastest fused {} {:.1f} ms = {}x the fastest FP32 graph ({} ms); fused head: "
+        "{}".format(
             result["model"],
             result["res"],
             result["fastest_fused"]["engine"],
             result["fastest_fused"]["ms"],
             result["fused_vs_fastest_fp32"],
             result["fastest_fp32_graph_ms"],
+            ", ".join(sorted(set(r["head_impl"] for r in result["rows"]))),
         ),
         "| engine | graph head ms | fused head ms | speed-up | head share graph | head share fused "
         "| fused head alone ms | label agreement | classes | pixels interpolated |",

@@ -113,12 +113,27 @@ def _ort_variants(case, threads):
     session = ort.InferenceSession(
         proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
+    from ..runtime.head import FusedHead
+
     feed = {"logits": case.logits}
+    standard = lambda: session.run(None, feed)[0]  # noqa: E731
     calls = {
-        STANDARD: lambda: session.run(None, feed)[0],
+        STANDARD: standard,
         FUSED: lambda: host.seg_head(case.logits, case.out, case.align_corners),
     }
-    return [("onnxruntime + host build", "cpu", "fp32", calls, calls, lambda: None)]
+    rows = [("onnxruntime + host build", "cpu", "fp32", calls, calls, lambda: None)]
+    # what Runtime.infer runs for a --head fused CPU engine: the compiled head on the Runtime's
+    # threads (numpy where no compiler is found; the row's name says which)
+    head = FusedHead(align_corners=case.align_corners, threads=threads or 1)
+    out = np.empty(case.out, np.uint8)
+    low = np.ascontiguousarray(case.logits[0])
+    runtime_calls = {STANDARD: standard, FUSED: lambda: head(low, case.out, out=out)}
+    used = head._compiled.threads if head._compiled is not None else 1
+    name = "onnxruntime + runtime head ({}, {} thread{})".format(
+        head.impl, used, "s" if used > 1 else ""
+    )
+    rows.append((name, "cpu", "fp32", runtime_calls, runtime_calls, lambda: None))
+    return rows
 
 
 def _trt_variants(case, plugins, workdir):
