@@ -101,6 +101,21 @@ void pixel_major(const float* x, long long plane, int c, int w, int i, float* ds
     }
 }
 
+// Source row i pixel-major in one of the two slots: the slot that holds it, else laid out in the
+// slot that does not hold row `keep` (the other row of the pair).
+const float* source_row(const float* x, long long plane, int c, int w, int i, int keep,
+                        float* slot[2], int held[2]) {
+    for (int s = 0; s < 2; ++s) {
+        if (held[s] == i) {
+            return slot[s];
+        }
+    }
+    const int s = held[0] == keep ? 1 : 0;
+    pixel_major(x, plane, c, w, i, slot[s]);
+    held[s] = i;
+    return slot[s];
+}
+
 // interpolated_label's result from pixel-major source rows r1 (ty.i1) and r2 (ty.i2): the same
 // weights, the same four products summed in the same order for each class (classes independent,
 // so the loop vectorises without reordering any sum), then the first index of the maximum.
@@ -246,10 +261,14 @@ int segdeploy_seghead_cpu_f32(const float* x, uint8_t* labels, int c, int h, int
     const long long rows_per = (out_h + threads - 1) / threads;
     parallel_for(threads, threads, [=, &counts](long long t0, long long t1) {
         for (long long t = t0; t < t1; ++t) {
-            float* r1 = rows + t * per_thread;
-            float* r2 = r1 + static_cast<long long>(w) * c;
-            float* values = r2 + static_cast<long long>(w) * c;
-            int laid_out = -1;  // the source row r1 holds
+            // two slots of one pixel-major source row each; moving down one source row
+            // re-lays out one row, not two
+            float* slot[2] = {rows + t * per_thread, rows + t * per_thread + 1LL * w * c};
+            int held[2] = {-1, -1};
+            float* values = slot[1] + static_cast<long long>(w) * c;
+            int laid_out = -1;  // the source row pair (by ty.i1) r1, r2 point at
+            const float* r1 = 0;
+            const float* r2 = 0;
             long long count = 0;
             const long long y1 = (t + 1) * rows_per < out_h ? (t + 1) * rows_per : out_h;
             for (long long y = t * rows_per; y < y1; ++y) {
@@ -260,8 +279,8 @@ int segdeploy_seghead_cpu_f32(const float* x, uint8_t* labels, int c, int h, int
                     uint8_t label = row[tx[xo].i1];
                     if (label == kUnsafeCode) {
                         if (laid_out != a.i1) {
-                            pixel_major(x, plane, c, w, a.i1, r1);
-                            pixel_major(x, plane, c, w, a.i2, r2);
+                            r1 = source_row(x, plane, c, w, a.i1, a.i2, slot, held);
+                            r2 = source_row(x, plane, c, w, a.i2, a.i1, slot, held);
                             laid_out = a.i1;
                         }
                         label = interpolated_pixel_major(r1, r2, c, a, tx[xo], values);
