@@ -67,6 +67,11 @@ def export_pair(name, height, width, workdir, want_int8, log, calib=8, heldout=4
     card = make_card(spec, spec.num_classes, height, width)
     stem = os.path.join(workdir, "{}_{}x{}".format(name, height, width))
     paths = {"fp32": stem + ".onnx"}
+    kept = {"fp32": stem + ".fused.onnx", "int8": stem + ".int8.fused.onnx"}
+    if all(os.path.isfile(kept[k]) for k in ("fp32", "int8") if k == "fp32" or want_int8):
+        log("{}: reusing the exports in {}".format(name, workdir))
+        keys = ("fp32", "int8") if want_int8 else ("fp32",)
+        return {k: (kept[k][: -len(".fused.onnx")] + ".onnx", kept[k]) for k in keys}
     export_onnx(
         fold_batchnorm(varied_model(name)), paths["fp32"], height=height, width=width, card=card
     )
@@ -361,6 +366,17 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
     parser.add_argument(
+        "--workdir",
+        help="keep the exported graphs here and reuse them on the next run (default: a "
+        "temporary folder)",
+    )
+    parser.add_argument(
+        "--export-only",
+        action="store_true",
+        help="export (and quantize) into --workdir, time nothing: a later run on a quiet "
+        "machine reuses them",
+    )
+    parser.add_argument(
         "--micro",
         action="store_true",
         help="the head alone on synthetic logits (19 classes at strides 4 and 8, 150 at 4): "
@@ -398,10 +414,17 @@ def main(argv=None):
     results = []
     if args.micro:
         results.append({"micro": micro(args, log)})
-    with tempfile.TemporaryDirectory(prefix="bench-head-") as workdir:
+    with tempfile.TemporaryDirectory(prefix="bench-head-") as scratch:
+        workdir = args.workdir or scratch
+        if args.workdir:
+            os.makedirs(workdir, exist_ok=True)
         for name in [] if args.micro else args.models.split(","):
             for item in args.res.split(","):
                 h, w = (int(v) for v in item.split("x"))
+                if args.export_only:
+                    want_int8 = "int8" in args.engines
+                    export_pair(name.strip(), h, w, workdir, want_int8, log)
+                    continue
                 load_before = os.getloadavg()
                 result = run_case(name.strip(), h, w, args, workdir, log)
                 result["loadavg_before_after"] = [load_before, os.getloadavg()]
