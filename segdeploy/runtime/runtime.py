@@ -215,8 +215,11 @@ class Runtime(object):
                     path
                 )
             )
-        # "graph" when the labels come out of the engine (or full-resolution logits)
+        # "graph" when the labels come out of the engine (or full-resolution logits); "seghead"
+        # when its SegHead plugin node computes them (segbuild --seghead-plugin: int32 labels)
         self.head = ("fused-" + head) if fused is not None else "graph"
+        if card_mod.seghead_head(card) is not None:
+            self.head = "seghead"
         self._post = Postprocessor(cout["kind"], self.num_classes, fused, head, threads)
         # the fused head's implementation ("compiled", "numpy"), None where the graph has it
         self.head_impl = self._post.head_impl
