@@ -493,16 +493,17 @@ def check_plugin_args(args):
     """One sentence (SegDeployError) when segbuild --seghead-plugin lacks its plugin library. A
     --print-trtexec line without --plugin names the library where the build command writes it."""
     plugins = list(args.plugin or ())
+    both = getattr(args, "dblock_plugin", False)
     if args.print_trtexec:
         if not plugins:
-            args.plugin = [LIBRARY]
+            args.plugin = (["build/dblock/libdblock_plugin.so"] if both else []) + [LIBRARY]
         return
     if not plugins:
         raise SegDeployError(
             "--seghead-plugin builds a SegHead plugin layer: pass the plugin library with "
             "--plugin {} (build it on this device with {})".format(LIBRARY, BUILD_COMMAND)
         )
-    if getattr(args, "dblock_plugin", False) and len(plugins) < 2:
+    if both and len(plugins) < 2:
         raise SegDeployError(
             "--dblock-plugin with --seghead-plugin needs both plugin libraries: --plugin "
             "build/dblock/libdblock_plugin.so --plugin {} (build the second with {})".format(

@@ -193,6 +193,11 @@ def test_mistakes_are_one_line(graphs, tmp_path, capsys):
     # no --plugin with --print-trtexec: the line names the library where the build writes it
     assert segbuild([str(src), "--seghead-plugin", "--print-trtexec", "--trt-version", "8.2"]) == 0
     assert "--plugins=build/seghead/libseghead_plugin.so" in capsys.readouterr().out
+    argv = [str(src), "--dblock-plugin", "--seghead-plugin", "--print-trtexec"]
+    assert segbuild(argv + ["--trt-version", "8.2"]) == 0
+    line = _trtexec_line(capsys.readouterr().out)
+    assert "--onnx={}".format(tmp_path / "m.dblock.seghead.onnx") in line
+    assert "--plugins=build/dblock/libdblock_plugin.so" in line and "libseghead_plugin" in line
     fused = str(tmp_path / "m.seghead.onnx")
     _one_line_error(capsys, [fused, "--seghead-plugin", "--print-trtexec"], "already holds")
 
@@ -280,3 +285,17 @@ def test_segbuild_builds_a_seghead_plan_whose_labels_match(graphs, which, tmp_pa
         got = np.array(engine.infer(feed)["labels"])
     assert len(np.unique(want)) >= 5 and got.shape == want.shape
     assert np.mean(got == want) >= 0.999  # TensorRT's logits round otherwise than ONNX Runtime's
+
+
+def test_runtime_reads_a_seghead_card(graphs, capsys):
+    """head='frame' on a SegHead graph: one line saying its labels come from the node."""
+    from segdeploy.runtime import Runtime
+
+    whole, _ = graphs
+    assert segbuild([str(whole), "--seghead-plugin", "--print-trtexec"]) == 0
+    capsys.readouterr()
+    fused = str(whole.parent / "tiny.seghead.onnx")
+    with pytest.raises(SegDeployError, match="its SegHead node computes them"):
+        Runtime(fused, custom_ops=["seghead"], head="frame")
+    with pytest.raises(Exception, match=r"custom_ops=\['seghead'\]"):
+        Runtime(fused)  # ONNX Runtime alone cannot run the node: the error says how
