@@ -339,7 +339,8 @@ class _Appended(object):
     def __init__(self, logits, labels, size, align_corners, mode, classes, logits_hw):
         self.input, self.output = logits, labels
         self.out_h, self.out_w = (int(v) for v in size)
-        self.align_corners, self.mode = bool(align_corners), mode
+        self.align_corners = bool(align_corners)
+        self.mode = mode or ("align_corners" if align_corners else "half_pixel")  # card's default
         self.scale_h = self.scale_w = 0.0  # out / in, as the runtime's fused head takes it
         self.classes, self.logits_hw = classes, logits_hw
 
