@@ -12,7 +12,9 @@ file's ``metadata_props`` and as the sidecar ``<engine file>.json`` next to ever
                  "dynamic": null | {"min": [h, w], "opt": [h, w], "max": [h, w]}, "stride"},
       "output": {"name", "kind": "labels" | "logits", "dtype", "resolution": "input",
                  "head": absent | {"kind": "graph"} | {"kind": "fused", "size": [H, W],
-                         "logits_size": [h, w] | null, "align_corners": bool, "mode"}},
+                         "logits_size": [h, w] | null, "align_corners": bool, "mode"}
+                         | {"kind": "seghead", "size", "logits_size", "align_corners", "mode",
+                            "node", "plugin", "plugin_version", "scales": [sh, sw] | null}},
       "provenance": {"checkpoint_sha256", "segdeploy", "torch", "onnx", "opset", "exported_at"},
       "parity": {...verification figures...},
       "engine": {...sidecar only: backend, precision, device, versions, build flags...}
@@ -40,8 +42,10 @@ def takes_uint8_frames(card):
 # output.head: "graph" = Resize + ArgMax inside the engine (today's graphs); "fused" = the engine
 # returns the low-resolution logits and the runtime's fused head (runtime/head.py) upsamples them
 # to "size" (the network input; for a dynamic graph, whatever size the input has) and takes the
-# argmax, exactly as the removed Resize (coordinate transform "mode") + ArgMax did.
-HEAD_KINDS = ("graph", "fused")
+# argmax, exactly as the removed Resize (coordinate transform "mode") + ArgMax did; "seghead" =
+# the engine returns labels that its SegHead plugin node computes from the logits with those
+# same fields (segbuild --seghead-plugin; engines/seghead_graph.py).
+HEAD_KINDS = ("graph", "fused", "seghead")
 HEAD_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners")
 
 
@@ -49,6 +53,12 @@ def fused_head(card):
     """The card's ``output.head`` when the runtime must run the fused head, else None."""
     head = card.get("output", {}).get("head")
     return head if isinstance(head, dict) and head.get("kind") == "fused" else None
+
+
+def seghead_head(card):
+    """The card's ``output.head`` when the engine's SegHead plugin node computes the labels."""
+    head = card.get("output", {}).get("head")
+    return head if isinstance(head, dict) and head.get("kind") == "seghead" else None
 
 
 def sidecar_path(engine_path):
@@ -231,11 +241,23 @@ def validate(card, where="model card", input_shape=None, output_shape=None):
 
 def _check_head(where, head, kind):
     if not isinstance(head, dict) or head.get("kind") not in HEAD_KINDS:
-        _fail(where, "output.head must be an object with kind 'graph' or 'fused'")
+        _fail(where, "output.head must be an object with kind 'graph', 'fused' or 'seghead'")
     if head["kind"] == "graph":
         return
-    if kind != "logits":
-        _fail(where, "output.head kind 'fused' needs output.kind 'logits' (the engine's output)")
+    wanted = "logits" if head["kind"] == "fused" else "labels"
+    if kind != wanted:
+        _fail(
+            where,
+            "output.head kind {!r} needs output.kind {!r} (the engine's output)".format(
+                head["kind"], wanted
+            ),
+        )
+    if head["kind"] == "seghead":
+        for key in ("node", "plugin", "plugin_version"):
+            if head.get(key) is not None:
+                _str(where, "output.head." + key, head[key])
+        if head.get("scales") is not None:
+            _numbers(where, "output.head.scales", head["scales"], 2, positive=True)
     _hw(where, "output.head.size", head.get("size"))
     if head.get("logits_size") is not None:
         _hw(where, "output.head.logits_size", head["logits_size"])

@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 
+from .. import card as card_mod
 from .._cli import QUIET, add_common_args, add_plugin, make_parser, run_main, verbosity
 from ..errors import SegDeployError
 from .plan_build import (  # noqa: F401  (segbuild's functions, as callers knew them)
@@ -132,6 +133,14 @@ def _add_build_arguments(p):
         "NAME.dblock.onnx; needs the onnx package) and build that graph; pass the plugin "
         "library with --plugin",
     )
+    g.add_argument(
+        "--seghead-plugin",
+        action="store_true",
+        help="run the labels head in the SegHead plugin: its Resize + ArgMax (or, for a graph "
+        "exported with --head fused, its logits) feed one SegHead node (writes "
+        "NAME.seghead.onnx; needs the onnx package); after --dblock-plugin's blocks; pass the "
+        "library with --plugin",
+    )
     return g
 
 
@@ -163,6 +172,8 @@ def build_parser():
             "segbuild --adopt out/regseg.plan out/regseg.onnx   # a plan trtexec built",
             "segbuild out/regseg.onnx --fp16 --dblock-plugin \\",
             "         --plugin build/dblock/libdblock_plugin.so",
+            "segbuild out/regseg.onnx --fp16 --seghead-plugin \\",
+            "         --plugin build/seghead/libseghead_plugin.so",
         ),
     )
     add_common_args(p, plugin=False)  # --plugin sits with the build options
@@ -209,11 +220,27 @@ def _run(args, out=None):
     onnx_path = args.onnx or args.onnx_for_adopt
     if not onnx_path:
         raise SegDeployError("give the ONNX file to build from: segbuild out/regseg.onnx")
+    if args.seghead_plugin:
+        from .seghead_graph import check_plugin_args
+
+        check_plugin_args(args)  # before the D blocks are written
     if args.dblock_plugin:
         onnx_path = _fuse_dblocks(onnx_path, args, out or sys.stdout)
+    if args.seghead_plugin:
+        from .seghead_graph import segbuild_step
+
+        onnx_path = segbuild_step(onnx_path, args, out or sys.stdout)
     onnx_path, card, precision = resolve_precision(
         onnx_path, read_card(onnx_path), args.fp16, args.int8
     )
+    if card_mod.fused_head(card) is not None:
+        print(
+            "segbuild: note: {}'s head is fused: the plan returns the low-resolution logits and "
+            "the runtime runs the head on the host (--seghead-plugin runs it on the GPU)".format(
+                onnx_path
+            ),
+            file=sys.stderr,
+        )
     plan = args.out or default_plan_path(onnx_path)
     options = options_from_args(args, card)
     if args.print_trtexec:

@@ -9,8 +9,8 @@ With ``fused`` the engine stops at the low-resolution logits and the Runtime's f
 ties aside), without the C x H x W float tensor. The cut is a subgraph of the verified graph:
 nothing the remaining nodes compute changes. Default: ``fused`` for CPU engines (ONNX Runtime,
 OpenVINO) whenever the graph ends in a bilinear Resize to the input size, ``graph`` for
-TensorRT (its GPU runs the head; the SegHead plugin will replace it there) and for graphs
-without such a Resize.
+TensorRT (its GPU runs the head; ``segbuild --seghead-plugin`` replaces it there by the SegHead
+plugin) and for graphs without such a Resize.
 """
 
 import copy
@@ -200,7 +200,7 @@ def choose_head(requested, backend, model_proto):
         if backend == "tensorrt":
             return "fused", (
                 "--head fused on TensorRT: the plan returns the low-resolution logits and the "
-                "runtime runs the head on the host (the SegHead plugin will run it on the GPU)"
+                "runtime runs the head on the host (segbuild --seghead-plugin runs it on the GPU)"
             )
         return "fused", None
     if backend == "tensorrt":

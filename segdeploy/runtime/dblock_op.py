@@ -18,7 +18,7 @@ not changed. Python 3.6 compatible; onnx and onnxruntime_extensions are imported
 from .._deps import require
 from ..errors import EngineError
 
-NAMES = ("dblock",)
+NAMES = ("dblock", "seghead")  # seghead: runtime/seghead_op.py
 OP_TYPE = "DBlockConv"
 _EXT_DOMAIN = "ai.onnx.contrib"
 _DILATIONS_TEXT = "segdeploy_dilations"
@@ -126,31 +126,50 @@ def adapt(model_proto):
 
 
 def session_options(names, options):
-    """Register the op sets in ``names`` with ONNX Runtime ``options``; returns ``options``."""
-    if check_names(names):
-        options.register_custom_ops_library(_register())
+    """Register the op sets in ``names`` with ONNX Runtime ``options``; returns ``options``.
+
+    One extensions library serves every Python op: each set is declared, then the library is
+    registered once."""
+    names = check_names(names)
+    library = None
+    if "dblock" in names:
+        library = _register()
+    if "seghead" in names:
+        from .seghead_op import register
+
+        library = register()
+    if library is not None:
+        options.register_custom_ops_library(library)
     return options
 
 
 def prepare(path, names, options):
     """Register the ops in ``names`` with ``options``; return what the session opens instead of
     ``path``: the adapted graph, serialized."""
-    onnx = require("onnx", "running DBlockConv graphs in ONNX Runtime")
-    if not check_names(names):
+    onnx = require("onnx", "running plugin graphs in ONNX Runtime")
+    names = check_names(names)
+    if not names:
         return path
     session_options(names, options)
     try:
         proto = onnx.load(path)
     except Exception as exc:
         raise EngineError("cannot read {} as ONNX: {}".format(path, exc)) from None
-    adapt(proto)
+    if "dblock" in names:
+        adapt(proto)
+    if "seghead" in names:
+        from .seghead_op import adapt as adapt_seghead
+
+        adapt_seghead(proto)
     return proto.SerializeToString()
 
 
 def hint(path, message):
     """The sentence to add when ONNX Runtime fails on a DBlockConv graph opened without the op."""
     if OP_TYPE not in message:
-        return None
+        from .seghead_op import hint as seghead_hint
+
+        return seghead_hint(path, message)
     return (
         "{} holds {} plugin nodes (a segexport --dblock-plugin graph made for TensorRT with the "
         "DBlockConv plugin); open it with custom_ops=['dblock'] to run them on the CPU through the "

@@ -12,7 +12,8 @@ Options worth knowing (all keyword arguments of ``OnnxRuntimeEngine``):
   float rounding.
 - ``custom_ops``: opt-in custom op sets, e.g. ``["dblock"]`` to run the DBlockConv plugin nodes
   of a ``segexport --dblock-plugin`` graph through the kernel's host build
-  (``segdeploy.runtime.dblock_op``; a functional check, not a speed proxy).
+  (``segdeploy.runtime.dblock_op``; a functional check, not a speed proxy); ``["seghead"]`` for
+  the SegHead node of a ``segbuild --seghead-plugin`` graph (``runtime/seghead_op.py``).
 - ``io_binding`` (default True): inputs and outputs are bound once to the caller's input buffer
   and to output buffers this engine owns, so a run allocates nothing and, on CUDA, the input is
   copied into one device buffer kept for the engine's life.

@@ -208,15 +208,23 @@ class Runtime(object):
             )
         self.input_dtype = "uint8" if uint8_input else "float32"
         fused = card_mod.fused_head(card)
+        seghead = card_mod.seghead_head(card)  # labels from the SegHead plugin node (int32)
         if head == "frame" and fused is None and cout["kind"] != "logits":
             raise SegDeployError(
-                "head='frame' needs an engine that returns logits: {} ends in labels (its "
-                "Resize + ArgMax are in the graph); export it with segexport --head fused".format(
-                    path
+                "head='frame' needs an engine that returns logits: {} ends in labels ({}); "
+                "export it with segexport --head fused{}".format(
+                    path,
+                    "its SegHead node computes them"
+                    if seghead
+                    else "its Resize + ArgMax are in the graph",
+                    " and build it without --seghead-plugin" if seghead else "",
                 )
             )
-        # "graph" when the labels come out of the engine (or full-resolution logits)
+        # "graph" when the labels come out of the engine (or full-resolution logits); "seghead"
+        # when its SegHead plugin node computes them (segbuild --seghead-plugin)
         self.head = ("fused-" + head) if fused is not None else "graph"
+        if seghead is not None:
+            self.head = "seghead"
         self._post = Postprocessor(cout["kind"], self.num_classes, fused, head, threads)
         # the fused head's implementation ("compiled", "numpy"), None where the graph has it
         self.head_impl = self._post.head_impl

@@ -110,7 +110,7 @@ def test_choose_head_defaults_and_refusals(engines):
 
 
 BAD_HEADS = [
-    ({"kind": "fast"}, "kind 'graph' or 'fused'"),
+    ({"kind": "fast"}, "kind 'graph', 'fused' or 'seghead'"),
     ({"kind": "fused", "align_corners": False}, "output.head.size"),
     ({"kind": "fused", "size": [64, 0], "align_corners": False}, "output.head.size"),
     ({"kind": "fused", "size": [64, 128], "align_corners": "no"}, "align_corners"),

@@ -4,5 +4,5 @@ TensorRT plugin ``SegHead`` v1 (IPluginV2DynamicExt for TensorRT 8.x, IPluginV3 
 later), the kernel's host build, and the compilation proofs. See README.md in this directory.
 """
 
-PLUGIN_NAME = "SegHead"
-PLUGIN_VERSION = "1"
+# the plugin's identity is defined once, where segbuild's graph rewrite (engines) needs it
+from ...engines.seghead_graph import PLUGIN_NAME, PLUGIN_VERSION  # noqa: F401
