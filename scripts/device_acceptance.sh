@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The device acceptance run for a GPU machine WITHOUT TensorRT (the H100/H200 lent to this
 # project: CUDA 13, PyTorch, cuda-bindings, NVRTC, no network): segdeploy-check --quick, then the
-# full run, then the gpu-marked tests of the per-thread CUDA contexts and the D-block kernel.
-# Fits in 8 minutes (each part under its own timeout); everything lands in $OUT (7 files):
+# full run (the SegHead kernel and segbench --head included), then the gpu-marked tests of the
+# per-thread CUDA contexts, the D-block kernel and the fused labels head.
+# Fits in 8.5 minutes (each part under its own timeout); everything lands in $OUT (7 files):
 #   quick.log quick.json quick.md   full.log full.json full.md   pytest.txt
 # Run from the repository root:   OUT=/some/dir bash scripts/device_acceptance.sh
 # The .md files paste into docs/benchmarks.md as they are. Exit code: 0 when both checks and the
@@ -35,10 +36,10 @@ run_check() {  # name timeout [options]
 }
 
 run_check quick 150 --quick
-run_check full 270
+run_check full 290
 timeout 50 "$PY" -m pytest -q -p no:cacheprovider -m "gpu or not gpu" \
     tests/runtime/test_cuda_threads.py tests/plugins/test_kernel_target.py \
-    tests/plugins/test_dblock_gpu.py >"$OUT/pytest.txt" 2>&1
+    tests/plugins/test_dblock_gpu.py tests/plugins/test_seghead_torch_gpu.py >"$OUT/pytest.txt" 2>&1
 echo "pytest: exit code $?"
 tail -n 3 "$OUT/pytest.txt"
 rm -rf "$WORK"

@@ -6,7 +6,8 @@
 Runs, in order and never stopping at a failure: the environment report; segbuild FP32 / FP16 /
 INT8 where the device table allows; the plans' labels against ONNX Runtime's on the same frames;
 segbench under each paper protocol; the D-block kernel (compile, gpu_check against its host
-build), its plugin build and Table 1; the uint8 head; Triton with the plan where a server is
+build), its plugin build and Table 1; the SegHead kernel against its host build and segbench
+--head; the uint8 head; Triton with the plan where a server is
 named; and, with or without TensorRT, Table 1 and the zoo on PyTorch with CUDA (RegSeg protocol)
 and the pinned-memory paths. Each step is ok, failed or skipped, with its reason and duration;
 a step that cannot run here says in one line what it would run and why not.
@@ -25,7 +26,7 @@ import time
 from .. import _io
 from .._cli import QUIET, add_common_args, make_parser, run_main, verbosity
 from ..errors import SegDeployError
-from . import engine_steps, gpu_steps, probe, report
+from . import engine_steps, gpu_steps, head_steps, probe, report
 from .runner import FAILED, OK, Context, Step, run_steps
 
 PROG = "segdeploy-check"
@@ -48,7 +49,7 @@ def _environment_step(ctx):
 
 def steps():
     """The first contact, in order."""
-    e, g = engine_steps, gpu_steps
+    e, g, h = engine_steps, gpu_steps, head_steps
     return [
         Step(
             "environment",
@@ -121,6 +122,20 @@ def steps():
             "RegSeg Table 1 on PyTorch (GPU)",
             "time the Y and D blocks on PyTorch with CUDA and autocast",
             g.step_table1_torch,
+        ),
+        Step(
+            "seghead-gpu-check",
+            "SegHead kernel vs its host build",
+            "run the fused labels head kernels on the GPU against the host build, label for "
+            "label, and time them at 1024x2048",
+            h.step_seghead_gpu_check,
+        ),
+        Step(
+            "head-bench",
+            "segbench --head",
+            "time Resize + ArgMax against the fused head on PyTorch with CUDA and the runtime's "
+            "CPU head",
+            h.step_head_bench,
         ),
         Step(
             "uint8-head",

@@ -31,6 +31,8 @@ GPU_STEPS = (
     "dblock-plugin",
     "table1-tensorrt",
     "table1-torch",
+    "seghead-gpu-check",
+    "head-bench",
     "uint8-head",
     "triton",
     "zoo-regseg",
