@@ -53,8 +53,9 @@ def varied_model(name, seed=0):
     return vary_weights_(models.build(name).eval())
 
 
-def export_pair(name, height, width, workdir, want_int8, log, calib=8, heldout=4):
-    """{"fp32": (graph path, fused path), "int8": (...)} for zoo model ``name``."""
+def export_pair(name, height, width, workdir, want_int8, log, calib=8, heldout=4, search=True):
+    """{"fp32": (graph path, fused path), "int8": (...)} for zoo model ``name``. ``search``:
+    segexport's accuracy-budget search (nodes kept FP32), else every node but the head INT8."""
     import onnx
 
     from segdeploy import models
@@ -77,26 +78,35 @@ def export_pair(name, height, width, workdir, want_int8, log, calib=8, heldout=4
     )
     if want_int8:
         from segdeploy.bench.frames import write_scenes
+        from segdeploy.export.quantize import (
+            DEFAULT_BUDGET,
+            Quantizer,
+            load_frames,
+            quantize_with_budget,
+        )
 
-        try:
-            from segdeploy.export.quantize import DEFAULT_BUDGET, load_frames, quantize_with_budget
-        except ImportError:  # the module being split: its new home
-            from segdeploy.export.int8 import DEFAULT_BUDGET, load_frames, quantize_with_budget
         scenes = stem + "_calib"
         write_scenes(scenes, max(calib + heldout, 4 * heldout), height, width)
         calib_in, held_in, _ = load_frames(scenes, card, calib)
         paths["int8"] = stem + ".int8.onnx"
         started = time.perf_counter()
-        quant = quantize_with_budget(
-            paths["fp32"],
-            paths["int8"],
-            calib_in,
-            held_in,
-            spec.num_classes,
-            DEFAULT_BUDGET,
-            log=log,
-        )
-        log("INT8 in {:.0f} s: {}".format(time.perf_counter() - started, quant["verdict"][:200]))
+        if search:
+            quant = quantize_with_budget(
+                paths["fp32"],
+                paths["int8"],
+                calib_in,
+                held_in,
+                spec.num_classes,
+                DEFAULT_BUDGET,
+                log=log,
+            )
+            verdict = quant["verdict"][:200]
+        else:
+            folder = stem + "_quantizer"
+            os.makedirs(folder, exist_ok=True)
+            Quantizer(paths["fp32"], calib_in, folder, log=log).write(paths["int8"])
+            verdict = "every node but the head INT8 (no budget search)"
+        log("INT8 in {:.0f} s: {}".format(time.perf_counter() - started, verdict))
         proto = onnx.load(paths["int8"])
         set_card(proto, dict(card, precision="int8"))
         save_model(proto, paths["int8"])
@@ -147,7 +157,7 @@ def run_case(name, height, width, args, workdir, log):
     wanted = [e.strip() for e in args.engines.split(",") if e.strip()]
     want_int8 = any("int8" in e for e in wanted)
     started = time.perf_counter()
-    pairs = export_pair(name, height, width, workdir, want_int8, log)
+    pairs = export_pair(name, height, width, workdir, want_int8, log, search=args.int8_search)
     log("{} {}x{}: exported in {:.0f} s".format(name, height, width, time.perf_counter() - started))
     engines = open_engines(pairs, wanted, args.threads, log)
     frames = [street_scene(height, width, 500 + i) for i in range(AGREEMENT_FRAMES)]
@@ -371,6 +381,14 @@ def main(argv=None):
         "temporary folder)",
     )
     parser.add_argument(
+        "--no-int8-search",
+        dest="int8_search",
+        action="store_false",
+        help="quantize every node but the head, without segexport's accuracy-budget search "
+        "(minutes instead of tens of minutes at 1024x2048; random weights are over any budget "
+        "anyway)",
+    )
+    parser.add_argument(
         "--export-only",
         action="store_true",
         help="export (and quantize) into --workdir, time nothing: a later run on a quiet "
@@ -423,7 +441,9 @@ def main(argv=None):
                 h, w = (int(v) for v in item.split("x"))
                 if args.export_only:
                     want_int8 = "int8" in args.engines
-                    export_pair(name.strip(), h, w, workdir, want_int8, log)
+                    export_pair(
+                        name.strip(), h, w, workdir, want_int8, log, search=args.int8_search
+                    )
                     continue
                 load_before = os.getloadavg()
                 result = run_case(name.strip(), h, w, args, workdir, log)
