@@ -26,7 +26,7 @@ from ..host_build import HostBuildError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = ("seghead_common.cuh", "seghead_host.cpp")
-ABI_VERSION = 2
+ABI_VERSION = 3
 MAX_CLASSES = 255
 
 
@@ -60,8 +60,8 @@ def _library():
     cpu.argtypes = (
         [ctypes.c_void_p, ctypes.c_void_p]
         + [ctypes.c_int] * 5
-        + [ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
-        + [ctypes.POINTER(ctypes.c_longlong)]
+        + [ctypes.c_float, ctypes.c_float, ctypes.c_int, ctypes.c_int, ctypes.c_longlong]
+        + [ctypes.c_void_p, ctypes.POINTER(ctypes.c_longlong)]
     )
     lib.segdeploy_seghead_cpu_workspace.restype = ctypes.c_longlong
     lib.segdeploy_seghead_cpu_workspace.argtypes = [ctypes.c_int] * 6
@@ -83,8 +83,11 @@ class CpuHead(object):
     does). Not thread-safe: its workspace is per object.
     """
 
-    def __init__(self, threads=1):
+    def __init__(self, threads=1, work_per_thread=0):
         self.threads = max(1, int(threads))
+        # the library adds a thread per this much work (output pixels + source values); 0: its
+        # default, measured (a second thread costs more than it saves on small heads)
+        self.work_per_thread = int(work_per_thread)
         self._lib = _library()
         self._workspace = np.empty(0, np.uint64)  # 8-byte aligned (floats, Taps)
         self._slow = ctypes.c_longlong(0)
@@ -107,6 +110,7 @@ class CpuHead(object):
             default_scale(w, out_w),
             1 if align_corners else 0,
             self.threads,
+            self.work_per_thread,
             self._workspace.ctypes.data,
             ctypes.byref(self._slow),
         )

@@ -30,6 +30,7 @@ using segdeploy::seghead::Tap;
 
 const uint8_t kUnsafeCode = 255;  // a label code: classes are 0 .. 254
 const int kBlock = 512;           // pixels per block of the safe-label pass (L1-resident state)
+const long long kWorkPerThread = 4LL << 20;  // see segdeploy_seghead_cpu_f32
 
 // Runs fn(begin, end) over [0, total) split into `threads` contiguous parts, on `threads` threads
 // (the caller's among them).
@@ -151,7 +152,7 @@ uint8_t interpolated_pixel_major(const float* r1, const float* r2, int c, const 
 extern "C" {
 
 // Version of this C interface; host.py checks it.
-int segdeploy_seghead_abi_version() { return 2; }
+int segdeploy_seghead_abi_version() { return 3; }
 
 // labels (n x out_h x out_w, uint8) = ArgMax(Resize(x)) for x: n x c x h x w float32.
 // scale_h, scale_w: ONNX Runtime's scales of the two axes; align_corners: 1 or 0 (half_pixel).
@@ -211,18 +212,24 @@ long long segdeploy_seghead_cpu_workspace(int c, int h, int w, int out_h, int ou
 }
 
 // The CPU layout of segdeploy_seghead_f32 for one image: labels (out_h x out_w uint8) of
-// x (c x h x w float32), using `threads` threads and the caller's workspace of
-// segdeploy_seghead_cpu_workspace bytes (aligned for float). Same arguments and result otherwise.
+// x (c x h x w float32), using up to `threads` threads (one per work_per_thread of work; 0: the
+// default) and the caller's workspace of segdeploy_seghead_cpu_workspace bytes (aligned for
+// float). Same arguments and result otherwise.
 int segdeploy_seghead_cpu_f32(const float* x, uint8_t* labels, int c, int h, int w, int out_h,
                               int out_w, float scale_h, float scale_w, int align_corners,
-                              int threads, void* workspace, long long* slow) {
+                              int threads, long long work_per_thread, void* workspace,
+                              long long* slow) {
     if (c < 1 || c > kMaxClasses || h < 1 || w < 1 || out_h < 1 || out_w < 1 ||
         !(scale_h > 0.0f) || !(scale_w > 0.0f) || workspace == 0) {
         return -1;
     }
-    if (threads < 1) {
-        threads = 1;
-    }
+    // One more thread per kWorkPerThread of work (output pixels + source values): starting and
+    // waking threads costs about a millisecond on a small VM, more than a 512x1024 head with
+    // 19 classes gains from a second thread (scripts/bench_head.py --micro, docs/benchmarks.md).
+    const long long work =
+        static_cast<long long>(out_h) * out_w + static_cast<long long>(c) * h * w;
+    const long long useful = 1 + work / (work_per_thread > 0 ? work_per_thread : kWorkPerThread);
+    threads = static_cast<int>(threads < 1 ? 1 : (threads < useful ? threads : useful));
     Tap* ty = static_cast<Tap*>(workspace);
     Tap* tx = ty + out_h;
     float* rows = reinterpret_cast<float*>(tx + out_w);  // per thread: 2 source rows + values
