@@ -37,12 +37,18 @@ def _environment_step(ctx):
     ctx.artifacts["device"] = detected
     ctx.artifacts["environment"] = info
     ok, gpu = ctx.probes.get("gpu", (False, "not probed"))
+    # the fused labels head CPU engines' Runtime runs here: compiled (built now, once), or numpy
+    from ..runtime.head import FusedHead
+
+    head = FusedHead()
+    info["fused_head"] = head.impl if head.fallback is None else "numpy ({})".format(head.fallback)
     return {
-        "summary": "{}; Python {}, numpy {}, TensorRT {}".format(
+        "summary": "{}; Python {}, numpy {}, TensorRT {}; fused head {}".format(
             gpu if ok else "no GPU",
             info["python"],
             info["numpy"],
             info.get("version_tensorrt", "?"),
+            info["fused_head"],
         ),
     }
 

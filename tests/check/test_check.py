@@ -81,6 +81,13 @@ def test_report_from_this_machine_marks_every_gpu_step_with_its_reason(cpu_repor
         assert steps[name]["would_run"]
     assert steps["environment"]["status"] == "ok"
     assert doc["environment"]["gpu"].startswith("no: ")
+    # which fused labels head a CPU engine's Runtime runs here (this machine has a C++ compiler)
+    assert doc["environment"]["fused_head"] in ("compiled", "numpy") or doc["environment"][
+        "fused_head"
+    ].startswith("numpy (")
+    assert (
+        "fused head " + doc["environment"]["fused_head"] in steps["environment"]["data"]["summary"]
+    )
     assert doc["exit_code"] == 0 and doc["summary"]["failed"] == 0
     assert doc["summary"]["skipped"] >= len(GPU_STEPS)
 
