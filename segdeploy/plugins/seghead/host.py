@@ -114,6 +114,8 @@ class CpuHead(object):
             self._workspace.ctypes.data,
             ctypes.byref(self._slow),
         )
+        if code == -2:
+            raise MemoryError("the fused head's host library ran out of memory")
         if code != 0:
             raise ValueError(
                 "the fused head's host library rejected the arguments (code {})".format(code)

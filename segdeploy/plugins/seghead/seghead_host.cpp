@@ -12,6 +12,7 @@
 // are the same as segdeploy_seghead_f32's: same tests, same rounding, same interpolation.
 #include <cstdint>
 #include <cstring>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -46,7 +47,11 @@ void parallel_for(long long total, int threads, Fn fn) {
     std::vector<std::thread> pool;
     pool.reserve(static_cast<size_t>(threads - 1));
     for (int t = 1; t < threads; ++t) {
-        pool.emplace_back(fn, total * t / threads, total * (t + 1) / threads);
+        try {
+            pool.emplace_back(fn, total * t / threads, total * (t + 1) / threads);
+        } catch (const std::system_error&) {  // no thread to be had: this part on the caller's
+            fn(total * t / threads, total * (t + 1) / threads);
+        }
     }
     fn(0LL, total / threads);
     for (size_t t = 0; t < pool.size(); ++t) {
@@ -158,8 +163,8 @@ int segdeploy_seghead_abi_version() { return 3; }
 // scale_h, scale_w: ONNX Runtime's scales of the two axes; align_corners: 1 or 0 (half_pixel).
 // *slow receives the number of output pixels that needed all classes interpolated.
 // Returns 0, or -1 for arguments the kernel does not take (host.py checks them first).
-int segdeploy_seghead_f32(const float* x, uint8_t* labels, int n, int c, int h, int w, int out_h,
-                          int out_w, float scale_h, float scale_w, int align_corners,
+static int reference_head(const float* x, uint8_t* labels, int n, int c, int h, int w,
+                          int out_h, int out_w, float scale_h, float scale_w, int align_corners,
                           long long* slow) {
     if (n < 0 || c < 1 || c > kMaxClasses || h < 1 || w < 1 || out_h < 1 || out_w < 1 ||
         !(scale_h > 0.0f) || !(scale_w > 0.0f)) {
@@ -204,6 +209,18 @@ int segdeploy_seghead_f32(const float* x, uint8_t* labels, int n, int c, int h, 
     return 0;
 }
 
+// The interface of reference_head: -2 where its scratch memory ran out.
+int segdeploy_seghead_f32(const float* x, uint8_t* labels, int n, int c, int h, int w, int out_h,
+                          int out_w, float scale_h, float scale_w, int align_corners,
+                          long long* slow) {
+    try {  // no C++ exception may cross the C interface (ctypes)
+        return reference_head(x, labels, n, c, h, w, out_h, out_w, scale_h, scale_w,
+                              align_corners, slow);
+    } catch (...) {
+        return -2;
+    }
+}
+
 // Scratch bytes segdeploy_seghead_cpu_f32 needs (the caller allocates them once per size).
 long long segdeploy_seghead_cpu_workspace(int c, int h, int w, int out_h, int out_w, int threads) {
     const long long taps = static_cast<long long>(out_h + out_w) * sizeof(Tap);
@@ -215,10 +232,9 @@ long long segdeploy_seghead_cpu_workspace(int c, int h, int w, int out_h, int ou
 // x (c x h x w float32), using up to `threads` threads (one per work_per_thread of work; 0: the
 // default) and the caller's workspace of segdeploy_seghead_cpu_workspace bytes (aligned for
 // float). Same arguments and result otherwise.
-int segdeploy_seghead_cpu_f32(const float* x, uint8_t* labels, int c, int h, int w, int out_h,
-                              int out_w, float scale_h, float scale_w, int align_corners,
-                              int threads, long long work_per_thread, void* workspace,
-                              long long* slow) {
+static int cpu_head(const float* x, uint8_t* labels, int c, int h, int w, int out_h, int out_w,
+                    float scale_h, float scale_w, int align_corners, int threads,
+                    long long work_per_thread, void* workspace, long long* slow) {
     if (c < 1 || c > kMaxClasses || h < 1 || w < 1 || out_h < 1 || out_w < 1 ||
         !(scale_h > 0.0f) || !(scale_w > 0.0f) || workspace == 0) {
         return -1;
@@ -307,6 +323,19 @@ int segdeploy_seghead_cpu_f32(const float* x, uint8_t* labels, int c, int h, int
         *slow = total;
     }
     return 0;
+}
+
+// Returns 0, -1 for arguments it does not take, -2 where memory for its bookkeeping ran out.
+int segdeploy_seghead_cpu_f32(const float* x, uint8_t* labels, int c, int h, int w, int out_h,
+                              int out_w, float scale_h, float scale_w, int align_corners,
+                              int threads, long long work_per_thread, void* workspace,
+                              long long* slow) {
+    try {  // no C++ exception may cross the C interface (ctypes)
+        return cpu_head(x, labels, c, h, w, out_h, out_w, scale_h, scale_w, align_corners,
+                        threads, work_per_thread, workspace, slow);
+    } catch (...) {
+        return -2;
+    }
 }
 
 }  // extern "C"
