@@ -18,6 +18,24 @@ class PluginBuildError(SegDeployError):
     """CMake or the compiler failed to build a plugin."""
 
 
+def configure_command(cmake, source_dir, nvcc, prefix, archs, tensorrt_root=None,
+                      link_nvinfer=True):  # fmt: skip
+    """The CMake configure line, run inside the build folder: ``cmake SRC`` (CMake 3.10, of
+    JetPack 4.6, has no ``-S`` / ``-B``: they need 3.13). ``prefix`` names the plugin's own
+    options (``DBLOCK``: ``-DDBLOCK_CUDA_ARCHS``, ``-DDBLOCK_LINK_NVINFER``)."""
+    cmd = [
+        cmake,
+        source_dir,
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DCMAKE_CUDA_COMPILER=" + nvcc,
+        "-D{}_CUDA_ARCHS={}".format(prefix, ";".join(str(a) for a in archs)),
+        "-D{}_LINK_NVINFER={}".format(prefix, "ON" if link_nvinfer else "OFF"),
+    ]
+    if tensorrt_root:
+        cmd.append("-DTensorRT_ROOT=" + os.path.abspath(tensorrt_root))
+    return cmd
+
+
 def run_build(steps, build_dir, log, library, out_dir, run, stream, dry_run=False):
     """Run ``steps`` ((title, command, what) in ``build_dir``, logged to ``log`` through
     ``run(cmd, log, what, cwd)``) and install ``build_dir/library`` as ``out_dir/library``.

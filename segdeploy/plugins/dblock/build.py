@@ -177,17 +177,9 @@ def build(
     build_dir = os.path.join(os.path.abspath(out_dir), "cmake")
     log = os.path.join(os.path.abspath(out_dir), "build.log")
     entries = tensorrt_paths(tensorrt_root, trt_include, trt_lib, link_nvinfer)
-    # `cmake SRC` run in the build folder: CMake 3.10 (JetPack 4.6) has no -S/-B (3.13+).
-    configure = [
-        cmake,
-        HERE,
-        "-DCMAKE_BUILD_TYPE=Release",
-        "-DCMAKE_CUDA_COMPILER=" + nvcc,
-        "-DDBLOCK_CUDA_ARCHS=" + ";".join(str(a) for a in archs),
-        "-DDBLOCK_LINK_NVINFER=" + ("ON" if link_nvinfer else "OFF"),
-    ]
-    if tensorrt_root:
-        configure.append("-DTensorRT_ROOT=" + os.path.abspath(tensorrt_root))
+    configure = cmake_build.configure_command(
+        cmake, HERE, nvcc, "DBLOCK", archs, tensorrt_root, link_nvinfer
+    )
     for key, value in sorted(entries.items()):
         configure.append("-D{}={}".format(key, value))
     if "TensorRT_NVINFER" in entries and not trt_lib:

@@ -24,22 +24,6 @@ LIBRARY = "libseghead_plugin.so"
 PluginBuildError = dblock_build.PluginBuildError
 
 
-def configure_command(cmake, nvcc, build_dir, archs, tensorrt_root=None, link_nvinfer=True):
-    """The CMake configure line, run inside ``build_dir``: ``cmake SRC``, the form CMake 3.10
-    (JetPack 4.6) takes (``-S``/``-B`` need 3.13)."""
-    cmd = [
-        cmake,
-        HERE,
-        "-DCMAKE_BUILD_TYPE=Release",
-        "-DCMAKE_CUDA_COMPILER=" + nvcc,
-        "-DSEGHEAD_CUDA_ARCHS=" + ";".join(str(a) for a in archs),
-        "-DSEGHEAD_LINK_NVINFER=" + ("ON" if link_nvinfer else "OFF"),
-    ]
-    if tensorrt_root:
-        cmd.append("-DTensorRT_ROOT=" + os.path.abspath(tensorrt_root))
-    return cmd
-
-
 def build(
     out_dir,
     tensorrt_root=None,
@@ -63,7 +47,9 @@ def build(
         archs = [arch] if arch else []
     build_dir = os.path.join(os.path.abspath(out_dir), "cmake")
     log = os.path.join(os.path.abspath(out_dir), "build.log")
-    configure = configure_command(cmake, nvcc, build_dir, archs, tensorrt_root, link_nvinfer)
+    configure = cmake_build.configure_command(
+        cmake, HERE, nvcc, "SEGHEAD", archs, tensorrt_root, link_nvinfer
+    )
     entries = dblock_build.tensorrt_paths(tensorrt_root, trt_include, trt_lib, link_nvinfer)
     configure += ["-D{}={}".format(k, v) for k, v in sorted(entries.items())]
     steps = (
