@@ -115,6 +115,18 @@ class Geometry(object):
             a.setflags(write=False)
 
 
+def running_argmax(logits, best, labels, mask):
+    """(C, h, w) -> ``labels`` (h, w uint8): the first-index argmax by a running maximum over the
+    contiguous class planes, in the caller's buffers ``best`` (logits' dtype) and ``mask``."""
+    np.copyto(best, logits[0])
+    labels.fill(0)
+    for k in range(1, logits.shape[0]):
+        np.greater(logits[k], best, out=mask)
+        labels[mask] = k
+        np.maximum(best, logits[k], out=best)
+    return labels
+
+
 _GEOMETRY = {}
 _GEOMETRY_LOCK = threading.Lock()
 _GEOMETRY_KEEP = 16
@@ -206,18 +218,13 @@ class FusedHead(object):
         return buf
 
     def _argmax(self, logits):
-        """(C, h, w) -> (h, w) uint8 first-index argmax by a running maximum (contiguous planes)."""
         c, h, w = logits.shape
-        best = self._buffer("best", (h, w), np.float32)
-        labels = self._buffer("low", (h, w), np.uint8)
-        mask = self._buffer("gt", (h, w), np.bool_)
-        np.copyto(best, logits[0])
-        labels.fill(0)
-        for k in range(1, c):
-            np.greater(logits[k], best, out=mask)
-            labels[mask] = k
-            np.maximum(best, logits[k], out=best)
-        return labels
+        return running_argmax(
+            logits,
+            self._buffer("best", (h, w), np.float32),
+            self._buffer("low", (h, w), np.uint8),
+            self._buffer("gt", (h, w), np.bool_),
+        )
 
     def _mixed_cells(self, low):
         """(h, w) bool: cells whose four sources (clamped at the border) disagree."""

@@ -21,7 +21,7 @@ import numpy as np
 from .. import datasets
 from .._deps import require
 from ..errors import FrameError
-from .head import FusedHead
+from .head import FusedHead, running_argmax
 
 HEAD_TARGETS = ("network", "frame")
 
@@ -91,17 +91,13 @@ class Postprocessor(object):
 
     def labels_from_logits(self, logits):
         """(K, h, w) float logits -> (h, w) uint8 argmax, by a running maximum (first wins ties)."""
-        k, h, w = logits.shape
-        best = self._buffer("best", (h, w), logits.dtype)
-        labels = self._buffer("argmax", (h, w), np.uint8)
-        mask = self._buffer("mask", (h, w), np.bool_)
-        np.copyto(best, logits[0])
-        labels.fill(0)
-        for c in range(1, k):
-            np.greater(logits[c], best, out=mask)
-            labels[mask] = c
-            np.maximum(best, logits[c], out=best)
-        return labels
+        _, h, w = logits.shape
+        return running_argmax(
+            logits,
+            self._buffer("best", (h, w), logits.dtype),
+            self._buffer("argmax", (h, w), np.uint8),
+            self._buffer("mask", (h, w), np.bool_),
+        )
 
     @property
     def fused(self):
