@@ -235,24 +235,12 @@ def smooth_logits(classes, height, width, seed=0, blob=24):
 
 
 def resize_argmax_session(classes, low_hw, out_hw, threads):
+    """ONNX Runtime session of the standard head alone (export.seghead.standard_head_graph)."""
     import onnxruntime as ort
-    from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, classes] + list(low_hw))
-    y = helper.make_tensor_value_info("y", TensorProto.INT64, [1] + list(out_hw))
-    sizes = helper.make_tensor("sizes", TensorProto.INT64, [4], [1, classes] + list(out_hw))
-    nodes = [
-        helper.make_node(
-            "Resize",
-            ["x", "", "", "sizes"],
-            ["up"],
-            mode="linear",
-            coordinate_transformation_mode="half_pixel",
-        ),
-        helper.make_node("ArgMax", ["up"], ["y"], axis=1, keepdims=0),
-    ]
-    graph = helper.make_graph(nodes, "head", [x], [y], initializer=[sizes])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    from segdeploy.export.seghead import standard_head_graph
+
+    model = standard_head_graph(classes, low_hw[0], low_hw[1], out_hw)
     model.ir_version = 8
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -269,13 +257,13 @@ def micro_case(height, width, classes, stride, args, log):
     low = smooth_logits(classes, height // stride, width // stride)
     size = (height, width)
     session = resize_argmax_session(classes, low.shape[1:], size, args.threads)
-    expected = session.run(None, {"x": low[None]})[0][0]
+    expected = session.run(None, {"logits": low[None]})[0][0]
     out = np.empty(size, np.uint8)
     pruned, full = FusedHead(impl="numpy"), FusedHead(impl="numpy")
     pruned.prune, full.prune = True, False
     opencv = Postprocessor("logits", classes)  # cv2.resize per plane + running max
     variants = {
-        "onnxruntime Resize+ArgMax": lambda: session.run(None, {"x": low[None]}),
+        "onnxruntime Resize+ArgMax": lambda: session.run(None, {"logits": low[None]}),
         "opencv resize + argmax": lambda: opencv(low, size, out),
         "fused numpy, every class": lambda: full(low, size, out),
         "fused numpy, candidate classes": lambda: pruned(low, size, out),
