@@ -158,8 +158,7 @@ def _compiled_head(impl, threads):
 
     try:
         return host.CpuHead(threads), None
-    except (HostBuildError, MissingDependencyError, OSError, AttributeError) as exc:
-        # AttributeError: a library without the CPU entry point (a stale cache)
+    except (HostBuildError, MissingDependencyError, OSError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if impl == "compiled":
             raise FrameError("the compiled fused head is unavailable: {}".format(why)) from None
